@@ -1,0 +1,46 @@
+"""CloudEvent contracts: the validated event type, its HTTP and Kafka bindings, typed payloads.
+
+This package imports nothing else of agentfn; every other package builds on it.
+"""
+
+from events import extensions
+from events._catalog import EventCatalog, UnknownEventTypeError
+from events._errors import InvalidEventError
+from events._event import CloudEvent, is_json_media_type, is_text_media_type
+from events._ids import new_event_id
+from events._validation import SPEC_VERSION, AttributeValue, validate_attributes
+from events.http import (
+    ContentMode,
+    UnsupportedContentModeError,
+    content_mode,
+    from_http,
+    to_batch,
+    to_binary,
+    to_structured,
+)
+from events.kafka import KafkaRecord, from_kafka, to_kafka, to_kafka_structured
+
+__all__ = [
+    "SPEC_VERSION",
+    "AttributeValue",
+    "CloudEvent",
+    "ContentMode",
+    "EventCatalog",
+    "InvalidEventError",
+    "KafkaRecord",
+    "UnknownEventTypeError",
+    "UnsupportedContentModeError",
+    "content_mode",
+    "extensions",
+    "from_http",
+    "from_kafka",
+    "is_json_media_type",
+    "is_text_media_type",
+    "new_event_id",
+    "to_batch",
+    "to_binary",
+    "to_kafka",
+    "to_kafka_structured",
+    "to_structured",
+    "validate_attributes",
+]

@@ -1,0 +1,258 @@
+"""The CloudEvents HTTP protocol binding (1.0.2) as pure functions over plain data.
+
+No HTTP client or server is imported: callers hand in the request's headers and body and get
+events back, or hand in events and get headers and a body to send. Header values are ``str`` as
+servers decode them (ISO-8859-1, byte for byte) or raw ``bytes``; either way the binding undoes
+the percent-encoding of section 3.1.3.2 and requires UTF-8 underneath.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from enum import StrEnum
+from typing import Any, Final, TypeAlias
+from urllib.parse import unquote_to_bytes
+
+from events._errors import InvalidEventError
+from events._event import CloudEvent, is_json_media_type, is_text_media_type
+from events._validation import AttributeValue, validate_attributes
+
+__all__ = [
+    "BATCH_CONTENT_TYPE",
+    "STRUCTURED_CONTENT_TYPE",
+    "ContentMode",
+    "UnsupportedContentModeError",
+    "content_mode",
+    "decode_data",
+    "encode_data",
+    "event_from_json",
+    "event_to_json",
+    "from_http",
+    "to_batch",
+    "to_binary",
+    "to_structured",
+]
+
+STRUCTURED_CONTENT_TYPE: Final = "application/cloudevents+json; charset=utf-8"
+BATCH_CONTENT_TYPE: Final = "application/cloudevents-batch+json; charset=utf-8"
+
+Headers: TypeAlias = Mapping[str, str | bytes] | Iterable[tuple[str | bytes, str | bytes]]
+
+
+class ContentMode(StrEnum):
+    BINARY = "binary"
+    STRUCTURED = "structured"
+    BATCH = "batch"
+
+
+class UnsupportedContentModeError(InvalidEventError):
+    """The message is no CloudEvent in any mode this binding reads (HTTP 415, not 400)."""
+
+
+# Characters the binding sends as they are: printable ASCII less space, '"' and '%'.
+_SAFE_HEADER_VALUE = re.compile(r"[\x21\x23\x24\x26-\x7e]*")
+
+
+def _percent_encode(value: str) -> str:
+    if _SAFE_HEADER_VALUE.fullmatch(value):
+        return value
+    out: list[str] = []
+    for char in value:
+        if _SAFE_HEADER_VALUE.fullmatch(char):
+            out.append(char)
+        else:
+            out.extend(f"%{byte:02X}" for byte in char.encode("utf-8"))
+    return "".join(out)
+
+
+def _header_text(name: str, value: str | bytes) -> str:
+    raw = value if isinstance(value, bytes) else value.encode("latin-1", "replace")
+    if b"%" in raw:
+        raw = unquote_to_bytes(raw)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidEventError(name, "utf-8", "header value is not valid UTF-8") from None
+
+
+def _normalise(headers: Headers) -> dict[str, str | bytes]:
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    out: dict[str, str | bytes] = {}
+    for name, value in items:
+        key = name.decode("latin-1") if isinstance(name, bytes) else name
+        out[key.lower()] = value
+    return out
+
+
+def _text(value: str | bytes | None) -> str:
+    if value is None:
+        return ""
+    return value.decode("latin-1") if isinstance(value, bytes) else value
+
+
+def content_mode(headers: Headers) -> ContentMode | None:
+    """Which content mode the request is in, or ``None`` if it carries no CloudEvent."""
+    normal = _normalise(headers)
+    media = _text(normal.get("content-type")).split(";", 1)[0].strip().lower()
+    if media.startswith("application/cloudevents-batch"):
+        return ContentMode.BATCH
+    if media.startswith("application/cloudevents"):
+        return ContentMode.STRUCTURED
+    if any(name.startswith("ce-") for name in normal):
+        return ContentMode.BINARY
+    return None
+
+
+def decode_data(body: bytes, content_type: str | None) -> Any:
+    """The data value of a binary-mode body, canonical for its media type (see CloudEvent)."""
+    if not body:
+        return None
+    if is_json_media_type(content_type):
+        try:
+            return json.loads(body)
+        except ValueError:
+            return body  # opaque bytes: the broker must not judge the payload
+    if is_text_media_type(content_type):
+        try:
+            return body.decode("utf-8")
+        except UnicodeDecodeError:
+            return body
+    return body
+
+
+def encode_data(data: Any, content_type: str | None) -> bytes:
+    """The binary-mode body for ``data``."""
+    if data is None:
+        return b""
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, str) and not is_json_media_type(content_type):
+        return data.encode("utf-8")
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _from_binary(headers: dict[str, str | bytes], body: bytes) -> CloudEvent:
+    attributes: dict[str, object] = {}
+    for name, value in headers.items():
+        if name.startswith("ce-"):
+            attribute = name[3:]
+            attributes[attribute] = _header_text(attribute, value)
+    content_type = headers.get("content-type")
+    if content_type is not None:
+        attributes["datacontenttype"] = _header_text("datacontenttype", content_type)
+    checked = validate_attributes(attributes)
+    data = decode_data(body, _opt_str(checked.get("datacontenttype")))
+    return CloudEvent._trusted(checked, data)
+
+
+def _opt_str(value: AttributeValue | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def event_from_json(member: object) -> CloudEvent:
+    """An event from a decoded JSON-format object (structured mode, a batch member)."""
+    if not isinstance(member, dict):
+        raise InvalidEventError("body", "json-object", "a structured event is a JSON object")
+    attributes = dict(member)
+    has_data = "data" in attributes
+    data = attributes.pop("data", None)
+    encoded = attributes.pop("data_base64", None)
+    if has_data and encoded is not None:
+        raise InvalidEventError("data", "data-exclusive", "data and data_base64 are both set")
+    checked = validate_attributes(attributes)
+    if encoded is not None:
+        if not isinstance(encoded, str):
+            raise InvalidEventError("data_base64", "type", "must be a base64 string")
+        try:
+            data = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidEventError("data_base64", "base64", "is not valid base64") from None
+    return CloudEvent._trusted(checked, data)
+
+
+def event_to_json(event: CloudEvent) -> dict[str, Any]:
+    """The JSON-format object of ``event`` (bytes data goes to ``data_base64``)."""
+    member: dict[str, Any] = dict(event.attributes)
+    if isinstance(event.data, bytes):
+        member["data_base64"] = base64.b64encode(event.data).decode("ascii")
+    elif event.data is not None:
+        member["data"] = event.data
+    return member
+
+
+def _load_json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        raise InvalidEventError("body", "json", "is not valid UTF-8 JSON") from None
+
+
+def from_http(headers: Headers, body: bytes) -> list[CloudEvent]:
+    """Every event in an HTTP message: one for binary and structured mode, any for a batch.
+
+    A batch is all or nothing: the first invalid member fails it, located by ``index``.
+    Raises :class:`UnsupportedContentModeError` when the message is no CloudEvent at all.
+    """
+    normal = _normalise(headers)
+    mode = content_mode(normal)
+    if mode is ContentMode.BINARY:
+        return [_from_binary(normal, body)]
+    if mode is None:
+        raise UnsupportedContentModeError(
+            "content-type",
+            "content-mode",
+            "neither binary (ce-* headers) nor structured/batched CloudEvents JSON",
+        )
+    media = _text(normal.get("content-type")).split(";", 1)[0].strip().lower()
+    if not media.endswith("+json"):
+        raise UnsupportedContentModeError(
+            "content-type", "event-format", f"{media} is not an event format read here (JSON)"
+        )
+    document = _load_json(body)
+    if mode is ContentMode.STRUCTURED:
+        return [event_from_json(document)]
+    if not isinstance(document, list):
+        raise InvalidEventError("body", "json-array", "a batch is a JSON array of events")
+    events: list[CloudEvent] = []
+    for index, member in enumerate(document):
+        try:
+            events.append(event_from_json(member))
+        except InvalidEventError as error:
+            raise error.in_batch(index) from None
+    return events
+
+
+def to_binary(event: CloudEvent) -> tuple[dict[str, str], bytes]:
+    """Headers and body of ``event`` in binary content mode."""
+    headers: dict[str, str] = {}
+    content_type = event.datacontenttype
+    for name, value in event.attributes.items():
+        if name == "datacontenttype":
+            continue
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        else:
+            text = str(value)
+        headers["ce-" + name] = _percent_encode(text)
+    data = event.data
+    if content_type is not None:
+        headers["content-type"] = content_type
+    elif data is not None and not isinstance(data, bytes | str):
+        headers["content-type"] = "application/json"
+    return headers, encode_data(data, content_type or headers.get("content-type"))
+
+
+def to_structured(event: CloudEvent) -> tuple[dict[str, str], bytes]:
+    """Headers and body of ``event`` in structured content mode (JSON format)."""
+    body = json.dumps(event_to_json(event), separators=(",", ":"), ensure_ascii=False)
+    return {"content-type": STRUCTURED_CONTENT_TYPE}, body.encode("utf-8")
+
+
+def to_batch(events: Sequence[CloudEvent]) -> tuple[dict[str, str], bytes]:
+    """Headers and body of ``events`` in batched content mode (JSON batch format)."""
+    body = json.dumps([event_to_json(e) for e in events], separators=(",", ":"), ensure_ascii=False)
+    return {"content-type": BATCH_CONTENT_TYPE}, body.encode("utf-8")

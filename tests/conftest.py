@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests._servers import RedisServer, redis_server
+
+SHARED_SPEC = Path(__file__).resolve().parents[1].parent / "shared" / "spec"
+
+
+@pytest.fixture(scope="session")
+def shared_spec() -> Path:
+    """``../shared/spec`` beside the project; tests that need it skip where it is absent."""
+    if not SHARED_SPEC.is_dir():
+        pytest.skip(f"reference data not found at {SHARED_SPEC} (../shared/spec beside the project)")
+    return SHARED_SPEC
+
+
+@pytest.fixture(scope="session")
+def redis_session() -> Iterator[RedisServer]:
+    """One real Redis for the session (REDIS_URL or a redis-server on a free port)."""
+    import os
+
+    if not os.environ.get("REDIS_URL") and shutil.which("redis-server") is None:
+        pytest.fail("redis-server is not installed and REDIS_URL is not set; `make test` installs it")
+    with redis_server() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_private() -> Iterator[RedisServer]:
+    """A Redis of this test alone, which the test may stop and start (outage tests)."""
+    if shutil.which("redis-server") is None:
+        pytest.fail("redis-server is not installed; `make test` installs it")
+    import os
+
+    saved = os.environ.pop("REDIS_URL", None)
+    try:
+        with redis_server() as server:
+            yield server
+    finally:
+        if saved is not None:
+            os.environ["REDIS_URL"] = saved
