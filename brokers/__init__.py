@@ -1,0 +1,1 @@
+"""How events move: ingress, Triggers, delivery, the embedded and Kafka backends, dead letters."""

@@ -1,0 +1,1 @@
+"""KServe model servers and the Open Inference Protocol client."""
