@@ -20,7 +20,14 @@ from typing import Any, Final
 from cloudevents import abstract
 
 from events._ids import new_event_id
-from events._validation import SPEC_VERSION, AttributeValue, format_timestamp, validate_attributes
+from events._validation import (
+    SPEC_VERSION,
+    AttributeValue,
+    check_attributes,
+    format_timestamp,
+    require_attributes,
+    validate_attributes,
+)
 
 __all__ = ["JSON_CONTENT_TYPE", "CloudEvent", "is_json_media_type", "is_text_media_type"]
 
@@ -122,10 +129,18 @@ class CloudEvent(abstract.CloudEvent):
         return None if value is None else str(value)
 
     def with_attributes(self, **changes: object) -> CloudEvent:
-        """A copy with attributes set (validated) or removed (``None``); data is shared."""
-        merged: dict[str, object] = dict(self._attributes)
-        merged.update(changes)
-        return CloudEvent(merged, self.data)
+        """A copy with attributes set (validated) or removed (``None``); data is shared.
+
+        Only the changed attributes are checked: the others were checked when this event was.
+        """
+        merged = dict(self._attributes)
+        for name, value in check_attributes(changes).items():
+            if value is None:
+                merged.pop(name, None)
+            else:
+                merged[name] = value
+        require_attributes(merged)
+        return CloudEvent._trusted(merged, self.data)
 
     def __repr__(self) -> str:
         return f"CloudEvent(attributes={self._attributes!r}, data={self.data!r})"

@@ -20,9 +20,11 @@ __all__ = [
     "REQUIRED_ATTRIBUTES",
     "SPEC_VERSION",
     "AttributeValue",
+    "check_attributes",
     "format_timestamp",
     "is_uri",
     "is_uri_reference",
+    "require_attributes",
     "validate_attributes",
 ]
 
@@ -50,12 +52,15 @@ _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:")
 
 # RFC 3339 section 5.6 (date-time); the ranges are checked after the match.
 _RFC3339 = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?(?:[Zz]|([+-])(\d{2}):(\d{2}))"
+    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?(?:[Zz]|([+-])(\d{2}):(\d{2}))",
+    re.ASCII,  # DIGIT is 0-9 only; without this \d takes any Unicode digit
 )
 
 # RFC 2046 / RFC 7231 media type: type "/" subtype *( OWS ";" OWS parameter ).
+# A quoted-string holds visible ASCII, space and tab only (RFC 2045 values are ASCII; no
+# obs-text, no controls), so the media type is always a valid Content-Type header value.
 _TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
-_QUOTED = r'"(?:[^"\\\r\n]|\\.)*"'
+_QUOTED = r'"(?:[\t \x21\x23-\x5b\x5d-\x7e]|\\[\t \x21-\x7e])*"'
 _MEDIA_TYPE = re.compile(
     rf"{_TOKEN}/{_TOKEN}(?:[ \t]*;[ \t]*(?:{_TOKEN}=(?:{_TOKEN}|{_QUOTED}))?)*[ \t]*"
 )
@@ -147,6 +152,37 @@ def _check_extension(name: str, value: object) -> AttributeValue:
     )
 
 
+def check_attributes(attributes: Mapping[str, object]) -> dict[str, AttributeValue | None]:
+    """Check each given attribute's name and value; ``None`` (absent) is kept as ``None``.
+
+    The required attributes are not looked for: this serves partial updates.
+    """
+    checked: dict[str, AttributeValue | None] = {}
+    for name, value in attributes.items():
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            raise InvalidEventError(
+                str(name), "attribute-name", "names are 1-20 lower-case ASCII letters or digits"
+            )
+        if value is None:
+            checked[name] = None
+        elif name in CONTEXT_ATTRIBUTES:
+            if name == "time" and isinstance(value, datetime):
+                value = format_timestamp(value)
+            checked[name] = _check_context(name, value)
+        elif name == "data":
+            raise InvalidEventError(name, "reserved", "is the event's data, not an attribute")
+        else:
+            checked[name] = _check_extension(name, value)
+    return checked
+
+
+def require_attributes(attributes: Mapping[str, object]) -> None:
+    """Raise for the first required attribute that is missing."""
+    for name in REQUIRED_ATTRIBUTES:
+        if name not in attributes:
+            raise InvalidEventError(name, "required", "is required")
+
+
 def validate_attributes(attributes: Mapping[str, object]) -> dict[str, AttributeValue]:
     """Check every CloudEvents 1.0 rule over ``attributes`` and return them canonicalised.
 
@@ -154,23 +190,6 @@ def validate_attributes(attributes: Mapping[str, object]) -> dict[str, Attribute
     ``time`` or an extension becomes its RFC 3339 string. Raises :class:`InvalidEventError`
     naming the first offending attribute.
     """
-    checked: dict[str, AttributeValue] = {}
-    for name, value in attributes.items():
-        if value is None:
-            continue
-        if not isinstance(name, str) or not _NAME.fullmatch(name):
-            raise InvalidEventError(
-                str(name), "attribute-name", "names are 1-20 lower-case ASCII letters or digits"
-            )
-        if name in CONTEXT_ATTRIBUTES:
-            if name == "time" and isinstance(value, datetime):
-                value = format_timestamp(value)
-            checked[name] = _check_context(name, value)
-        elif name in ("data", "data_base64"):
-            raise InvalidEventError(name, "reserved", "is the event's data, not an attribute")
-        else:
-            checked[name] = _check_extension(name, value)
-    for name in REQUIRED_ATTRIBUTES:
-        if name not in checked:
-            raise InvalidEventError(name, "required", "is required")
+    checked = {k: v for k, v in check_attributes(attributes).items() if v is not None}
+    require_attributes(checked)
     return checked

@@ -69,9 +69,9 @@ def _percent_encode(value: str) -> str:
     return "".join(out)
 
 
-def _header_text(name: str, value: str | bytes) -> str:
+def _header_text(name: str, value: str | bytes, *, percent_decode: bool = True) -> str:
     raw = value if isinstance(value, bytes) else value.encode("latin-1", "replace")
-    if b"%" in raw:
+    if percent_decode and b"%" in raw:
         raw = unquote_to_bytes(raw)
     try:
         return raw.decode("utf-8")
@@ -114,7 +114,7 @@ def decode_data(body: bytes, content_type: str | None) -> Any:
     if is_json_media_type(content_type):
         try:
             return json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             return body  # opaque bytes: the broker must not judge the payload
     if is_text_media_type(content_type):
         try:
@@ -143,7 +143,10 @@ def _from_binary(headers: dict[str, str | bytes], body: bytes) -> CloudEvent:
             attributes[attribute] = _header_text(attribute, value)
     content_type = headers.get("content-type")
     if content_type is not None:
-        attributes["datacontenttype"] = _header_text("datacontenttype", content_type)
+        # Content-Type is an ordinary HTTP header: only ce- values are percent-encoded (3.1.3.2).
+        attributes["datacontenttype"] = _header_text(
+            "datacontenttype", content_type, percent_decode=False
+        )
     checked = validate_attributes(attributes)
     data = decode_data(body, _opt_str(checked.get("datacontenttype")))
     return CloudEvent._trusted(checked, data)

@@ -108,7 +108,7 @@ def from_kafka(record: KafkaRecord) -> CloudEvent:
             raise UnsupportedContentModeError("content-type", "event-format", content_type)
         try:
             document = json.loads(record.value or b"")
-        except ValueError:
+        except (ValueError, RecursionError):
             raise InvalidEventError("value", "json", "is not valid UTF-8 JSON") from None
         return event_from_json(document)
     if "specversion" not in attributes:

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from functions._cli.broker import broker
 from functions._cli.display import display
 from functions._cli.send import send
 
@@ -51,6 +52,7 @@ def _root(
 
 app.command()(send)
 app.command()(display)
+app.command()(broker)
 
 
 def main() -> None:

@@ -1,0 +1,120 @@
+"""Embedded broker throughput and latency: ingress -> store -> Trigger -> trivial subscriber.
+
+Three processes on loopback: the load generator (this script, aiohttp, C connections), the
+broker (``agentfn broker``), and a trivial subscriber. Reports events/s end to end (first POST
+until the subscriber has counted every event) and the subscriber-side latency p50/p99, next to
+the floor: the same load posted straight to the subscriber (no broker hop).
+
+Run: ``python bench/bench_broker.py [--events N] [--concurrency C] [--no-fsync]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from tests._servers import free_port, wait_for_port  # noqa: E402
+
+
+async def _post_all(url: str, events: int, concurrency: int) -> float:
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        counter = iter(range(events))
+        started = time.perf_counter()
+
+        async def worker() -> None:
+            for i in counter:
+                headers = {
+                    "ce-specversion": "1.0", "ce-id": f"e{i}", "ce-source": "/bench",
+                    "ce-type": "bench.event", "ce-benchsent": str(time.time_ns()),
+                    "content-type": "application/json",
+                }
+                async with session.post(url, data=b'{"n":1}', headers=headers) as response:
+                    await response.read()
+                    if response.status >= 300:
+                        raise RuntimeError(f"{url} answered {response.status}")
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return time.perf_counter() - started
+
+
+async def _stats(port: int, path: str = "/stats") -> dict[str, float]:
+    async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}{path}") as r:
+        return json.loads(await r.read())
+
+
+async def _run_case(name: str, url: str, sub_port: int, events: int, concurrency: int) -> dict[str, float]:
+    await _stats(sub_port, "/reset")
+    started = time.perf_counter()
+    post_seconds = await _post_all(url, events, concurrency)
+    deadline = time.monotonic() + 120
+    while (stats := await _stats(sub_port))["count"] < events:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{name}: only {stats['count']} of {events} delivered")
+        await asyncio.sleep(0.02)
+    total = time.perf_counter() - started
+    return {"case": name, "events": events, "ingress_eps": events / post_seconds,
+            "end_to_end_eps": events / total, "p50_ms": stats["p50_ms"], "p99_ms": stats["p99_ms"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=20000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--no-fsync", action="store_true")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    sub_port, broker_port = free_port(), free_port()
+    data_dir = tempfile.mkdtemp(prefix="agentfn-bench-")
+    triggers = Path(data_dir) / "triggers.yaml"
+    triggers.write_text(
+        "apiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata: {name: bench}\n"
+        f"spec:\n  broker: default\n  filter: {{attributes: {{type: bench.event}}}}\n"
+        f"  subscriber: {{uri: 'http://127.0.0.1:{sub_port}/'}}\n"
+    )
+    python = sys.executable
+    agentfn = [str(Path(python).parent / "agentfn")]
+    procs = [
+        subprocess.Popen([python, str(ROOT / "bench" / "_subscriber.py"), str(sub_port)]),
+        subprocess.Popen([*agentfn, "--log-level", "WARNING", "broker", "--port", str(broker_port),
+                          "--data-dir", data_dir, "--triggers", str(triggers),
+                          *(["--no-fsync"] if args.no_fsync else [])], cwd=ROOT),
+    ]
+    try:
+        wait_for_port(sub_port)
+        wait_for_port(broker_port)
+        results = []
+        for _ in range(2):  # alternate the floor and the broker, twice
+            results.append(asyncio.run(_run_case("floor: direct to subscriber",
+                                                 f"http://127.0.0.1:{sub_port}/", sub_port,
+                                                 args.events, args.concurrency)))
+            results.append(asyncio.run(_run_case(
+                f"embedded broker (fsync={'off' if args.no_fsync else 'on'})",
+                f"http://127.0.0.1:{broker_port}/default/default", sub_port,
+                args.events, args.concurrency)))
+        print(f"{'case':40} {'ingress ev/s':>12} {'e2e ev/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
+        for r in results:
+            print(f"{r['case']:40} {r['ingress_eps']:12.0f} {r['end_to_end_eps']:10.0f} "
+                  f"{r['p50_ms']:8.2f} {r['p99_ms']:8.2f}")
+        if args.json:
+            args.json.write_text(json.dumps({"cpu_count": os.cpu_count(), "results": results}, indent=2))
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,300 @@
+"""One Trigger = one consumer group: fetch, filter, deliver with retries, dead-letter, commit.
+
+A Trigger's position in the log moves only past events whose outcome is known (delivered,
+filtered out, or dead-lettered), so an event in flight when the process dies is delivered again
+after the restart (at-least-once). Unordered Triggers deliver concurrently within a bounded
+window and commit the contiguous watermark; ordered Triggers deliver one event at a time per
+partition, the next waiting until the previous one is delivered or dead-lettered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from brokers._sender import Attempt, HttpSender, wait_or_stop
+from brokers.config import DeliveryOrder, TriggerSpec
+from brokers.delivery import DeliveryPolicy, is_retryable
+from brokers.log import LogRecord, StoreUnavailableError, Subscription
+from brokers.metrics import BrokerMetrics, code_class
+from events import CloudEvent, InvalidEventError
+from events.extensions import (
+    DEFAULT_BROKER_TTL,
+    KNATIVE_BROKER_TTL,
+    KNATIVE_ERROR_CODE,
+    KNATIVE_ERROR_DATA,
+    KNATIVE_ERROR_DATA_MAX,
+    KNATIVE_ERROR_DEST,
+)
+
+__all__ = ["DispatchLimits", "TriggerDispatcher"]
+
+log = logging.getLogger(__name__)
+
+Ingest = Callable[[Sequence[CloudEvent]], Awaitable[object]]
+
+
+@dataclass(slots=True)
+class DispatchLimits:
+    """Bounds shared by every Trigger of a process: one slow subscriber stalls only its own."""
+
+    max_in_flight: int = 512
+    subscriber_in_flight: int = 128
+    window: int = 1024
+    _global: asyncio.Semaphore | None = None
+    _per_subscriber: dict[str, asyncio.Semaphore] = field(default_factory=dict)
+
+    def global_slots(self) -> asyncio.Semaphore:
+        if self._global is None:
+            self._global = asyncio.Semaphore(self.max_in_flight)
+        return self._global
+
+    def subscriber_slots(self, url: str) -> asyncio.Semaphore:
+        slots = self._per_subscriber.get(url)
+        if slots is None:
+            slots = self._per_subscriber[url] = asyncio.Semaphore(self.subscriber_in_flight)
+        return slots
+
+
+@dataclass(slots=True)
+class _Entry:
+    record: LogRecord
+    done: bool = False
+
+
+def _ttl_of(event: CloudEvent) -> int:
+    raw = event.attributes.get(KNATIVE_BROKER_TTL)
+    try:
+        return int(raw) if raw is not None else DEFAULT_BROKER_TTL
+    except ValueError:
+        return DEFAULT_BROKER_TTL
+
+
+class TriggerDispatcher:
+    def __init__(
+        self,
+        *,
+        trigger: TriggerSpec,
+        policy: DeliveryPolicy,
+        subscriber_url: str,
+        dead_letter_url: str | None,
+        subscription: Subscription,
+        sender: HttpSender,
+        ingest: Ingest,
+        limits: DispatchLimits,
+        metrics: BrokerMetrics,
+    ) -> None:
+        self.trigger = trigger
+        self.policy = policy
+        self.subscriber_url = subscriber_url
+        self.dead_letter_url = dead_letter_url
+        self._subscription = subscription
+        self._sender = sender
+        self._ingest = ingest
+        self._limits = limits
+        self._metrics = metrics
+        self._labels = (trigger.namespace, trigger.broker, trigger.name)
+        self._ordered = trigger.order is DeliveryOrder.ORDERED
+        self._pending: dict[int, deque[_Entry]] = {}
+        self._lanes: dict[int, asyncio.Queue[_Entry]] = {}
+        self._outstanding = 0
+        self._room = asyncio.Event()
+        self._to_commit: dict[int, int] = {}
+        self._commit_due = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._runner: asyncio.Task[None] | None = None
+        self._committer: asyncio.Task[None] | None = None
+        self._backlog = metrics.backlog.labels(*self._labels)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._runner = asyncio.create_task(self._run(), name=f"trigger-{self.trigger.name}")
+        self._committer = asyncio.create_task(self._commit_loop(), name=f"commit-{self.trigger.name}")
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop fetching, give attempts in flight ``grace`` seconds, commit what is known."""
+        self._stopping.set()
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+        if self._tasks:
+            _, unfinished = await asyncio.wait(self._tasks, timeout=grace)
+            for task in unfinished:
+                task.cancel()
+            await asyncio.gather(*unfinished, return_exceptions=True)
+        if self._committer is not None:
+            self._committer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._committer
+        await self._flush_commits()
+        await self._subscription.close()
+
+    # -- fetching ----------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        window = self._limits.window
+        while not self._stopping.is_set():
+            room = window - self._outstanding
+            if room <= 0:
+                self._room.clear()
+                await self._room.wait()
+                continue
+            try:
+                records = await self._subscription.fetch(min(room, 500), timeout=1.0)
+            except Exception:
+                log.exception("trigger %s: fetch failed; trying again", self.trigger.name)
+                await wait_or_stop(1.0, self._stopping)
+                continue
+            for record in records:
+                self._accept(record)
+
+    def _accept(self, record: LogRecord) -> None:
+        entry = _Entry(record)
+        self._pending.setdefault(record.partition, deque()).append(entry)
+        self._outstanding += 1
+        self._backlog.inc()
+        if not self.trigger.filter(record.event.attributes):
+            self._finish(entry)
+        elif self._ordered:
+            lane = self._lanes.get(record.partition)
+            if lane is None:
+                lane = self._lanes[record.partition] = asyncio.Queue()
+                self._spawn(self._lane(lane))
+            lane.put_nowait(entry)
+        else:
+            self._spawn(self._deliver(entry))
+
+    def _spawn(self, coroutine: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _lane(self, lane: asyncio.Queue[_Entry]) -> None:
+        while not self._stopping.is_set():
+            entry = await lane.get()
+            await self._deliver(entry)
+
+    # -- committing --------------------------------------------------------------------------
+
+    def _finish(self, entry: _Entry) -> None:
+        entry.done = True
+        self._outstanding -= 1
+        self._backlog.dec()
+        self._room.set()
+        queue = self._pending[entry.record.partition]
+        advanced = None
+        while queue and queue[0].done:
+            advanced = queue.popleft().record.offset + 1
+        if advanced is not None:
+            self._to_commit[entry.record.partition] = advanced
+            self._commit_due.set()
+
+    async def _commit_loop(self) -> None:
+        while True:
+            await self._commit_due.wait()
+            self._commit_due.clear()
+            await self._flush_commits()
+            # Coalesce: one cursor write per short interval, however many events finished.
+            await asyncio.sleep(0.02)
+
+    async def _flush_commits(self) -> None:
+        if not self._to_commit:
+            return
+        offsets, self._to_commit = self._to_commit, {}
+        try:
+            await self._subscription.commit(offsets)
+        except Exception:
+            log.exception("trigger %s: commit failed; events may be delivered again", self.trigger.name)
+
+    # -- delivering --------------------------------------------------------------------------
+
+    async def _attempt(self, url: str, event: CloudEvent, *, expect_reply: bool) -> Attempt:
+        async with self._limits.subscriber_slots(url), self._limits.global_slots():
+            started = time.perf_counter()
+            attempt = await self._sender.send(
+                url, event, timeout=self.policy.attempt_timeout, expect_reply=expect_reply
+            )
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        self._metrics.dispatch_latency.labels(*self._labels).observe(elapsed_ms)
+        code = "none" if attempt.status is None else str(attempt.status)
+        self._metrics.deliveries.labels(*self._labels, code, code_class(attempt.status)).inc()
+        return attempt
+
+    async def _deliver(self, entry: _Entry) -> None:
+        event = entry.record.event
+        retries = 0
+        while True:
+            attempt = await self._attempt(self.subscriber_url, event, expect_reply=True)
+            if attempt.ok:
+                if attempt.reply is None or await self._forward_reply(event, attempt.reply):
+                    self._finish(entry)
+                    return
+                attempt = Attempt(status=503, error="the reply could not be stored")
+            if not is_retryable(attempt.status) or retries >= self.policy.retry:
+                break
+            retries += 1
+            self._metrics.retries.labels(*self._labels).inc()
+            wait = self.policy.wait_before(retries, attempt.retry_after)
+            if await wait_or_stop(wait, self._stopping):
+                return  # not finished: the event stays uncommitted and comes back on restart
+        await self._dead_letter(event, attempt)
+        self._finish(entry)
+
+    async def _forward_reply(self, original: CloudEvent, reply: CloudEvent) -> bool:
+        """Route a reply back through the broker; False when it could not be stored."""
+        ttl = _ttl_of(original) - 1
+        if ttl <= 0:
+            self._metrics.ttl_dropped.labels(*self._labels).inc()
+            log.warning(
+                "trigger %s: dropped reply %s (type %s): %s reached 0, a reply loop?",
+                self.trigger.name, reply.id, reply.type, KNATIVE_BROKER_TTL,
+            )
+            return True
+        try:
+            await self._ingest([reply.with_attributes(**{KNATIVE_BROKER_TTL: ttl})])
+        except (StoreUnavailableError, InvalidEventError) as error:
+            log.warning("trigger %s: reply %s not stored: %s", self.trigger.name, reply.id, error)
+            return False
+        return True
+
+    async def _dead_letter(self, event: CloudEvent, last: Attempt) -> None:
+        outcome_labels = self._metrics.dead_lettered
+        if self.dead_letter_url is None:
+            outcome_labels.labels(*self._labels, "dropped").inc()
+            log.warning(
+                "trigger %s: gave up on event %s (status %s, %s) and no deadLetterSink is set",
+                self.trigger.name, event.id, last.status, last.error or "",
+            )
+            return
+        extensions: dict[str, object] = {KNATIVE_ERROR_DEST: self.subscriber_url}
+        if last.status is not None:
+            extensions[KNATIVE_ERROR_CODE] = str(last.status)
+        if last.body:
+            data = base64.b64encode(last.body[:KNATIVE_ERROR_DATA_MAX]).decode("ascii")
+            extensions[KNATIVE_ERROR_DATA] = data
+        letter = event.with_attributes(**extensions)
+        retries = 0
+        while True:
+            attempt = await self._attempt(self.dead_letter_url, letter, expect_reply=False)
+            if attempt.ok:
+                outcome_labels.labels(*self._labels, "sent").inc()
+                return
+            if not is_retryable(attempt.status) or retries >= self.policy.retry:
+                break
+            retries += 1
+            if await wait_or_stop(self.policy.wait_before(retries, attempt.retry_after), self._stopping):
+                return
+        outcome_labels.labels(*self._labels, "lost").inc()
+        log.error(
+            "trigger %s: dead-letter sink %s refused event %s (status %s); it is dropped",
+            self.trigger.name, self.dead_letter_url, event.id, attempt.status,
+        )

@@ -1,0 +1,158 @@
+"""The broker ingress as a raw ASGI app: ``POST /<namespace>/<broker>``, Knative's status codes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from typing import Any, Final
+
+from brokers.config import BrokerSpec
+from brokers.log import StoreUnavailableError
+from brokers.metrics import BrokerMetrics
+from events import CloudEvent, InvalidEventError, UnsupportedContentModeError, from_http
+
+__all__ = ["IngressApp"]
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+Ingest = Callable[[BrokerSpec, Sequence[CloudEvent]], Awaitable[object]]
+
+_JSON: Final = [(b"content-type", b"application/json")]
+_ALLOW: Final = [(b"allow", b"POST, OPTIONS")]
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _error(message: str, **fields: object) -> bytes:
+    return json.dumps({"error": message, **fields}).encode()
+
+
+class IngressApp:
+    def __init__(
+        self,
+        brokers: Mapping[tuple[str, str], BrokerSpec],
+        ingest: Ingest,
+        metrics: BrokerMetrics,
+        *,
+        max_body_bytes: int,
+        ready: Callable[[], bool] = lambda: True,
+    ) -> None:
+        self._by_path = {spec.path: spec for spec in brokers.values()}
+        self._ingest = ingest
+        self._metrics = metrics
+        self._max_body = max_body_bytes
+        self._ready = ready
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        path: str = scope["path"]
+        method: str = scope["method"]
+        if path == "/healthz" and method in ("GET", "HEAD"):
+            ok = self._ready()
+            await _respond(send, 200 if ok else 503, b"ok" if ok else b"starting")
+            return
+        if path == "/metrics" and method == "GET":
+            await _respond(
+                send, 200, self._metrics.exposition(),
+                [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")],
+            )
+            return
+        if method == "OPTIONS":
+            await _respond(send, 200, b"", _ALLOW)
+            return
+        if method != "POST":
+            await _respond(send, 405, _error(f"{method} is not allowed; POST events"), _ALLOW + _JSON)
+            return
+        broker = self._by_path.get(path.rstrip("/"))
+        if broker is None:
+            await _respond(send, 404, _error(f"no broker at {path}; POST to /<namespace>/<broker>"), _JSON)
+            return
+        await self._post(broker, scope, receive, send)
+
+    async def _post(self, broker: BrokerSpec, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        labels = (broker.namespace, broker.name)
+        headers: list[tuple[bytes, bytes]] = scope["headers"]
+        status, body, count = await self._handle(broker, headers, receive)
+        self._metrics.ingress_events.labels(*labels, str(status), f"{status // 100}xx").inc(
+            max(count, 1)
+        )
+        self._metrics.ingress_latency.labels(*labels).observe((time.perf_counter() - started) * 1000)
+        await _respond(send, status, body, _JSON if body else None)
+
+    async def _handle(
+        self, broker: BrokerSpec, headers: list[tuple[bytes, bytes]], receive: Receive
+    ) -> tuple[int, bytes, int]:
+        for name, value in headers:
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    return 400, _error("content-length is not a number"), 0
+                if declared > self._max_body:
+                    return 413, _error(f"body over {self._max_body} bytes"), 0
+        try:
+            body = await self._read(receive)
+        except _TooLarge:
+            return 413, _error(f"body over {self._max_body} bytes"), 0
+        try:
+            events = from_http(headers, body)
+        except UnsupportedContentModeError as error:
+            return 415, json.dumps(error.as_dict()).encode(), 0
+        except InvalidEventError as error:
+            return 400, json.dumps(error.as_dict()).encode(), 0
+        if not events:
+            return 202, b"", 0
+        try:
+            await self._ingest(broker, events)
+        except StoreUnavailableError as error:
+            log.error("ingress %s: %s", broker.path, error)
+            return 503, _error("the event store cannot write; retry later"), len(events)
+        except InvalidEventError as error:
+            return 400, json.dumps(error.as_dict()).encode(), len(events)
+        return 202, b"", len(events)
+
+    async def _read(self, receive: Receive) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk: bytes = message.get("body", b"")
+            size += len(chunk)
+            if size > self._max_body:
+                raise _TooLarge
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    @staticmethod
+    async def _lifespan(receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+async def _respond(
+    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": headers or []})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,147 @@
+"""Knative delivery semantics: which answers are retried, and when the next attempt is due.
+
+:class:`DeliveryPolicy` maps one-to-one onto Knative's ``delivery`` spec (``retry``,
+``backoffPolicy``, ``backoffDelay``, ``timeout``, ``retryAfterMax``, ``deadLetterSink``).
+
+Backoff formula. Knative's Kafka Broker waits ``backoffDelay * 2**k`` before retry ``k``
+(k = 1, 2, ...), its channel-based broker ``backoffDelay * 2**(k-1)``. We follow the Kafka
+Broker, since the Kafka backend must behave like it: exponential waits ``delay * 2**k`` and
+linear waits ``delay * k`` before retry ``k``. With Knative's defaults (retry 10, exponential,
+PT0.2S) the waits are 0.4 s, 0.8 s, ... 204.8 s.
+
+``Retry-After`` (RFC 9110 10.2.3, seconds or an HTTP date) on a 429 or 503 is honoured: the
+wait is ``max(backoff, Retry-After)``, cut to ``retryAfterMax`` when that is set.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from enum import StrEnum
+from typing import Final
+
+__all__ = [
+    "DEFAULT_ATTEMPT_TIMEOUT",
+    "KNATIVE_DEFAULT_DELIVERY",
+    "BackoffPolicy",
+    "DeliveryPolicy",
+    "Destination",
+    "is_retryable",
+    "parse_duration",
+    "parse_retry_after",
+]
+
+_DURATION = re.compile(
+    r"P(?!$)(?:(?P<d>\d+(?:[.,]\d+)?)D)?"
+    r"(?:T(?=\d)(?:(?P<h>\d+(?:[.,]\d+)?)H)?(?:(?P<m>\d+(?:[.,]\d+)?)M)?(?:(?P<s>\d+(?:[.,]\d+)?)S)?)?",
+    re.IGNORECASE,
+)
+
+#: Statuses Knative retries besides 5xx (eventing's kncloudevents retry checker).
+_RETRYABLE_4XX: Final = frozenset({404, 408, 409, 429})
+
+#: Per-attempt timeout when ``delivery.timeout`` is unset: a hung subscriber must not hold a
+#: delivery slot forever.
+DEFAULT_ATTEMPT_TIMEOUT: Final = 60.0
+
+
+def parse_duration(text: str, *, field: str = "duration") -> float:
+    """Seconds in an ISO 8601 duration such as ``PT0.2S``, ``PT1M30S`` or ``P1DT2H``."""
+    match = _DURATION.fullmatch(text.strip()) if isinstance(text, str) else None
+    if match is None:
+        raise ValueError(f"{field}: {text!r} is not an ISO 8601 duration (e.g. PT0.2S)")
+    parts = {k: float(v.replace(",", ".")) if v else 0.0 for k, v in match.groupdict().items()}
+    return parts["d"] * 86400 + parts["h"] * 3600 + parts["m"] * 60 + parts["s"]
+
+
+def is_retryable(status: int | None) -> bool:
+    """Whether a delivery that ended with ``status`` is tried again (None: no response at all)."""
+    return status is None or status >= 500 or status in _RETRYABLE_4XX
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds a ``Retry-After`` header asks to wait, or None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+class BackoffPolicy(StrEnum):
+    LINEAR = "linear"
+    EXPONENTIAL = "exponential"
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """An addressable: a URI, or a reference to a Service resolved to one at start-up."""
+
+    uri: str | None = None
+    ref_name: str | None = None
+    ref_namespace: str | None = None
+    ref_kind: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.uri is None and self.ref_name is None:
+            raise ValueError("a destination needs a uri or a ref")
+
+    def describe(self) -> str:
+        return self.uri if self.ref_name is None else f"{self.ref_kind or 'Service'}/{self.ref_name}"
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryPolicy:
+    """Knative ``delivery``: ``retry`` extra attempts after the first, spaced by the backoff."""
+
+    retry: int = 10
+    backoff_policy: BackoffPolicy = BackoffPolicy.EXPONENTIAL
+    backoff_delay: float = 0.2
+    timeout: float | None = None
+    retry_after_max: float | None = None
+    dead_letter_sink: Destination | None = None
+
+    def __post_init__(self) -> None:
+        if self.retry < 0:
+            raise ValueError("delivery.retry: must be >= 0")
+        if self.backoff_delay < 0:
+            raise ValueError("delivery.backoffDelay: must be >= 0")
+        if self.timeout is not None and self.timeout <= 0:
+            raise ValueError("delivery.timeout: must be > 0")
+        if self.retry_after_max is not None and self.retry_after_max < 0:
+            raise ValueError("delivery.retryAfterMax: must be >= 0")
+
+    @property
+    def attempt_timeout(self) -> float:
+        return DEFAULT_ATTEMPT_TIMEOUT if self.timeout is None else self.timeout
+
+    def backoff(self, retry: int) -> float:
+        """Seconds to wait before retry number ``retry`` (1 for the first retry)."""
+        if retry < 1:
+            raise ValueError("retries are numbered from 1")
+        if self.backoff_policy is BackoffPolicy.LINEAR:
+            return self.backoff_delay * retry
+        return self.backoff_delay * (2**retry)
+
+    def wait_before(self, retry: int, retry_after: float | None) -> float:
+        """The wait before ``retry``, honouring a ``Retry-After`` the last answer carried."""
+        wait = self.backoff(retry)
+        if retry_after is not None:
+            asked = retry_after if self.retry_after_max is None else min(
+                retry_after, self.retry_after_max
+            )
+            wait = max(wait, asked)
+        return wait
+
+
+#: ``config-br-defaults`` / ``default-broker`` of Knative Eventing: retry 10, exponential, PT0.2S.
+KNATIVE_DEFAULT_DELIVERY: Final = DeliveryPolicy()

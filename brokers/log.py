@@ -1,0 +1,76 @@
+"""The backend seam: a durable, partitioned event log with one cursor per consumer group.
+
+Both backends implement it: the embedded SQLite log and Kafka. The broker above it is one
+piece of code: the ingress appends, and each Trigger is a consumer group that fetches, delivers
+and commits. The shape is Kafka's on purpose, so the embedded broker has the delivery semantics
+of Knative's Kafka Broker (at-least-once; a Trigger's offset moves only past events whose
+outcome is known) and the Kafka backend is a straight mapping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from events import CloudEvent
+
+__all__ = ["EventLog", "LogRecord", "StoreUnavailableError", "Subscription", "topic_name"]
+
+
+def topic_name(namespace: str, broker: str) -> str:
+    """The log (Kafka topic) of a broker, named as Knative's Kafka Broker names it."""
+    return f"knative-broker-{namespace}-{broker}"
+
+
+class StoreUnavailableError(RuntimeError):
+    """The log could not make an append durable (the ingress answers 503)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LogRecord:
+    """One event at its place in the log."""
+
+    partition: int
+    offset: int
+    event: CloudEvent
+
+
+class Subscription(Protocol):
+    """A consumer group's view of one topic."""
+
+    async def fetch(self, max_records: int, timeout: float) -> list[LogRecord]:
+        """The next records after those already fetched, in log order per partition.
+
+        Waits up to ``timeout`` seconds for at least one; returns an empty list otherwise.
+        """
+        ...
+
+    async def commit(self, offsets: Mapping[int, int]) -> None:
+        """Make ``partition -> next offset to read`` the group's durable position."""
+        ...
+
+    def assigned(self) -> frozenset[int]:
+        """The partitions this member currently owns (all of them for the embedded log)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class EventLog(Protocol):
+    """Durable append, and consumer groups that read what is due and acknowledge it."""
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def append(self, topic: str, events: Sequence[CloudEvent]) -> list[LogRecord]:
+        """Store ``events`` atomically (all or none), durable when this returns.
+
+        Raises :class:`StoreUnavailableError` when the write cannot be made durable.
+        """
+        ...
+
+    async def subscribe(self, topic: str, group: str) -> Subscription:
+        """Join ``group`` on ``topic``; a new group starts at the end of the log."""
+        ...

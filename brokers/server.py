@@ -1,0 +1,166 @@
+"""The broker process: ingress, one dispatcher per Trigger, over any :class:`EventLog` backend."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Mapping, Sequence
+
+import uvicorn
+
+from brokers._dispatch import DispatchLimits, TriggerDispatcher
+from brokers._ingress import IngressApp
+from brokers._sender import HttpSender
+from brokers.config import BrokerSpec, ConfigError, Topology, TriggerSpec
+from brokers.delivery import Destination
+from brokers.log import EventLog, LogRecord, topic_name
+from brokers.metrics import BrokerMetrics
+from brokers.settings import BrokerSettings
+from events import CloudEvent
+from events.extensions import DEFAULT_BROKER_TTL, KNATIVE_BROKER_TTL
+
+__all__ = ["BrokerServer", "resolve_destination"]
+
+log = logging.getLogger(__name__)
+
+
+def resolve_destination(destination: Destination, services: Mapping[str, str]) -> str:
+    """The URL of a destination; a ``ref`` is looked up by Service name in ``services``."""
+    if destination.ref_name is None:
+        assert destination.uri is not None
+        return destination.uri
+    base = services.get(destination.ref_name)
+    if base is None:
+        known = ", ".join(sorted(services)) or "none"
+        raise ConfigError(
+            f"{destination.describe()} is not a known service (known: {known}); "
+            "map it with --service NAME=URL"
+        )
+    if destination.uri:
+        return base.rstrip("/") + "/" + destination.uri.lstrip("/")
+    return base
+
+
+class BrokerServer:
+    """Brokers and Triggers of a :class:`Topology`, served over one HTTP port.
+
+    ``await start()`` opens the log and the dispatchers, ``await listen(...)`` serves the
+    ingress, ``await stop()`` drains and closes. ``app`` is the ASGI ingress for in-process use.
+    """
+
+    def __init__(
+        self,
+        topology: Topology,
+        event_log: EventLog,
+        *,
+        services: Mapping[str, str] | None = None,
+        settings: BrokerSettings | None = None,
+    ) -> None:
+        self.topology = topology
+        self.settings = settings or BrokerSettings()
+        self.metrics = BrokerMetrics()
+        self._log = event_log
+        self._services = dict(services or {})
+        self._sender = HttpSender(connections=self.settings.max_in_flight)
+        self._limits = DispatchLimits(
+            max_in_flight=self.settings.max_in_flight,
+            subscriber_in_flight=self.settings.subscriber_in_flight,
+            window=self.settings.trigger_window,
+        )
+        self._dispatchers: list[TriggerDispatcher] = []
+        self._started = False
+        self._server: uvicorn.Server | None = None
+        self.app = IngressApp(
+            topology.brokers,
+            self.ingest,
+            self.metrics,
+            max_body_bytes=self.settings.max_body_bytes,
+            ready=lambda: self._started,
+        )
+        # Fail on an unknown ref before anything starts, with the Trigger's name.
+        self._urls = {t: self._urls_of(t) for t in topology.triggers}
+
+    def _urls_of(self, trigger: TriggerSpec) -> tuple[str, str | None]:
+        where = f"Trigger {trigger.namespace}/{trigger.name}"
+        try:
+            subscriber = resolve_destination(trigger.subscriber, self._services)
+            sink = self.topology.delivery_for(trigger).dead_letter_sink
+            dead_letter = None if sink is None else resolve_destination(sink, self._services)
+        except ConfigError as error:
+            raise ConfigError(f"{where}: {error}") from None
+        return subscriber, dead_letter
+
+    async def ingest(self, broker: BrokerSpec, events: Sequence[CloudEvent]) -> list[LogRecord]:
+        """Store events for ``broker`` (durable on return), each with a ``knativebrokerttl``."""
+        stamped = [
+            event
+            if KNATIVE_BROKER_TTL in event.attributes
+            else event.with_attributes(**{KNATIVE_BROKER_TTL: DEFAULT_BROKER_TTL})
+            for event in events
+        ]
+        return await self._log.append(topic_name(broker.namespace, broker.name), stamped)
+
+    async def start(self) -> None:
+        await self._log.start()
+        await self._sender.start()
+        for trigger in self.topology.triggers:
+            broker = self.topology.brokers[(trigger.namespace, trigger.broker)]
+            subscription = await self._log.subscribe(
+                topic_name(broker.namespace, broker.name), trigger.group
+            )
+            subscriber, dead_letter = self._urls[trigger]
+
+            async def ingest_reply(events: Sequence[CloudEvent], _b: BrokerSpec = broker) -> object:
+                return await self.ingest(_b, events)
+
+            dispatcher = TriggerDispatcher(
+                trigger=trigger,
+                policy=self.topology.delivery_for(trigger),
+                subscriber_url=subscriber,
+                dead_letter_url=dead_letter,
+                subscription=subscription,
+                sender=self._sender,
+                ingest=ingest_reply,
+                limits=self._limits,
+                metrics=self.metrics,
+            )
+            dispatcher.start()
+            self._dispatchers.append(dispatcher)
+        self._started = True
+
+    async def listen(self, host: str = "127.0.0.1", port: int = 8080) -> int:
+        """Serve the ingress on ``host:port`` (0: any free port); returns the bound port."""
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+        sock.setblocking(False)
+        config = uvicorn.Config(
+            self.app,
+            http="httptools",
+            lifespan="off",
+            log_level="warning",
+            access_log=False,
+            date_header=False,
+            server_header=False,
+            timeout_keep_alive=30,
+            backlog=2048,
+        )
+        config.load()
+        self._server = uvicorn.Server(config)
+        # Driven step by step (not serve()) so the caller's loop and signal handlers stay its own.
+        self._server.lifespan = config.lifespan_class(config)
+        await self._server.startup(sockets=[sock])
+        bound: int = sock.getsockname()[1]
+        log.info("broker ingress listening on %s:%d", host, bound)
+        return bound
+
+    async def stop(self, grace: float = 5.0) -> None:
+        self._started = False
+        if self._server is not None:
+            self._server.should_exit = True
+            await self._server.shutdown()
+        await asyncio.gather(*(d.stop(grace) for d in self._dispatchers))
+        await self._sender.close()
+        await self._log.close()

@@ -1,0 +1,698 @@
+"""The broker contract suite: every backend runs these tests unchanged.
+
+A backend's test module subclasses :class:`BrokerContract` and implements the three hooks:
+``make_log`` (a fresh :class:`EventLog`), ``break_store`` (make the next writes fail) and
+``broker_command`` (the ``agentfn broker`` command line for process-level tests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+
+from brokers.log import EventLog
+from brokers.server import BrokerServer
+from brokers.settings import BrokerSettings
+from brokers.config import parse_documents
+from events import CloudEvent, to_batch, to_binary, to_structured
+from events.extensions import (
+    KNATIVE_BROKER_TTL,
+    KNATIVE_ERROR_CODE,
+    KNATIVE_ERROR_DATA,
+    KNATIVE_ERROR_DEST,
+)
+from tests._servers import free_port, wait_for_port
+from tests._waiting import async_wait_until
+from tests.brokers._subscribers import Answer, Subscriber
+
+PROJECT = Path(__file__).resolve().parents[2]
+
+
+def trigger(
+    name: str,
+    subscriber: str,
+    *,
+    broker: str = "default",
+    attributes: Mapping[str, str] | None = None,
+    filters: list[Any] | None = None,
+    delivery: Mapping[str, Any] | None = None,
+    annotations: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {"broker": broker, "subscriber": {"uri": subscriber}}
+    if attributes is not None:
+        spec["filter"] = {"attributes": dict(attributes)}
+    if filters is not None:
+        spec["filters"] = filters
+    if delivery is not None:
+        spec["delivery"] = dict(delivery)
+    metadata: dict[str, Any] = {"name": name}
+    if annotations:
+        metadata["annotations"] = dict(annotations)
+    return {"apiVersion": "eventing.knative.dev/v1", "kind": "Trigger", "metadata": metadata, "spec": spec}
+
+
+def event(type_: str = "test.event", source: str = "/tests", data: Any = None, **ext: object) -> CloudEvent:
+    return CloudEvent.new(type_, source, {"n": 1} if data is None else data, **ext)
+
+
+class RunningBroker:
+    def __init__(self, server: BrokerServer, port: int) -> None:
+        self.server = server
+        self.port = port
+
+    def url(self, namespace: str = "default", name: str = "default") -> str:
+        return f"http://127.0.0.1:{self.port}/{namespace}/{name}"
+
+    def metric(self, name: str, **labels: str) -> float:
+        total = 0.0
+        for family in self.server.metrics.registry.collect():
+            for sample in family.samples:
+                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                    total += sample.value
+        return total
+
+
+class Harness:
+    def __init__(self, contract: BrokerContract, tmp_path: Path) -> None:
+        self.contract = contract
+        self.tmp_path = tmp_path
+        self.session = aiohttp.ClientSession()
+        self._subscribers: list[Subscriber] = []
+        self._brokers: list[BrokerServer] = []
+
+    async def subscriber(self, behaviour: Any = None, name: str = "subscriber") -> Subscriber:
+        sub = Subscriber(behaviour, name) if behaviour is not None else Subscriber(name=name)
+        await sub.start()
+        self._subscribers.append(sub)
+        return sub
+
+    async def broker(
+        self,
+        documents: Sequence[Mapping[str, Any]] = (),
+        *,
+        settings: BrokerSettings | None = None,
+        services: Mapping[str, str] | None = None,
+    ) -> RunningBroker:
+        server = BrokerServer(
+            parse_documents(documents),
+            self.contract.make_log(self.tmp_path / f"log{len(self._brokers)}"),
+            services=services,
+            settings=settings,
+        )
+        await server.start()
+        self._brokers.append(server)
+        port = await server.listen("127.0.0.1", 0)
+        return RunningBroker(server, port)
+
+    async def post(self, url: str, headers: Mapping[str, str], body: bytes) -> tuple[int, dict[str, str], bytes]:
+        async with self.session.post(url, headers=dict(headers), data=body) as response:
+            return response.status, dict(response.headers), await response.read()
+
+    async def send(self, url: str, ev: CloudEvent, mode: str = "binary") -> int:
+        headers, body = to_structured(ev) if mode == "structured" else to_binary(ev)
+        status, _, answer = await self.post(url, headers, body)
+        return status
+
+    async def close(self) -> None:
+        for server in self._brokers:
+            await server.stop(grace=0.5)
+        for sub in self._subscribers:
+            await sub.stop()
+        await self.session.close()
+
+
+def gaps(sub: Subscriber, event_id: str) -> list[float]:
+    times = [a.at for a in sub.arrivals if a.event.id == event_id]
+    return [b - a for a, b in zip(times, times[1:], strict=False)]
+
+
+class BrokerContract:
+    """The behaviour every broker backend must show. Subclasses implement the hooks below."""
+
+    def make_log(self, directory: Path) -> EventLog:
+        raise NotImplementedError
+
+    async def break_store(self, broker: RunningBroker) -> None:
+        """Make the backend's next writes fail (the ingress must answer 503)."""
+        raise NotImplementedError
+
+    async def repair_store(self, broker: RunningBroker) -> None:
+        """Undo :meth:`break_store`."""
+        raise NotImplementedError
+
+    def broker_command(self, data_dir: Path, port: int, triggers: Path) -> list[str]:
+        raise NotImplementedError
+
+    @pytest.fixture
+    async def harness(self, tmp_path: Path) -> AsyncIterator[Harness]:
+        h = Harness(self, tmp_path)
+        try:
+            yield h
+        finally:
+            await h.close()
+
+    # -- ingress status codes ------------------------------------------------------------------
+
+    async def test_binary_structured_and_batch_are_accepted_and_delivered(self, harness: Harness) -> None:
+        sub = await harness.subscriber()
+        broker = await harness.broker([trigger("all", sub.url)])
+        a, b, c, d = (event(data={"i": i}) for i in range(4))
+        assert await harness.send(broker.url(), a, "binary") == 202
+        assert await harness.send(broker.url(), b, "structured") == 202
+        status, _, _ = await harness.post(broker.url(), *to_batch([c, d]))
+        assert status == 202
+        await async_wait_until(lambda: len(sub.arrivals) == 4, message="4 deliveries")
+        assert sorted(sub.ids()) == sorted(e.id for e in (a, b, c, d))
+        delivered = {e.id: e for e in sub.events()}
+        assert delivered[c.id].data == {"i": 2}
+        assert delivered[a.id].attributes[KNATIVE_BROKER_TTL] == "255"
+
+    async def test_empty_batch_is_accepted_and_delivers_nothing(self, harness: Harness) -> None:
+        sub = await harness.subscriber()
+        broker = await harness.broker([trigger("all", sub.url)])
+        status, _, _ = await harness.post(broker.url(), *to_batch([]))
+        assert status == 202
+        marker = event(type_="marker")
+        assert await harness.send(broker.url(), marker) == 202
+        await async_wait_until(lambda: sub.arrivals, message="the marker")
+        assert sub.ids() == [marker.id]
+
+    async def test_invalid_event_is_400_naming_the_attribute(self, harness: Harness) -> None:
+        broker = await harness.broker()
+        headers = {"ce-specversion": "1.0", "ce-id": "1", "ce-type": "t", "ce-source": "not a uri"}
+        status, answer_headers, body = await harness.post(broker.url(), headers, b"")
+        assert status == 400
+        assert answer_headers["Content-Type"] == "application/json"
+        assert json.loads(body)["attribute"] == "source"
+        missing = {"ce-specversion": "1.0", "ce-source": "/s", "ce-type": "t"}
+        status, _, body = await harness.post(broker.url(), missing, b"")
+        assert (status, json.loads(body)["attribute"]) == (400, "id")
+
+    async def test_batch_with_one_invalid_member_is_rejected_whole(self, harness: Harness) -> None:
+        sub = await harness.subscriber()
+        broker = await harness.broker([trigger("all", sub.url)])
+        good = event()
+        members = [json.loads(to_structured(good)[1]), {"specversion": "1.0", "id": "x", "type": "t"}]
+        body = json.dumps(members).encode()
+        status, _, answer = await harness.post(
+            broker.url(), {"content-type": "application/cloudevents-batch+json"}, body
+        )
+        assert status == 400
+        assert json.loads(answer) | {"message": ""} == {
+            "error": "invalid CloudEvent", "attribute": "source", "rule": "required",
+            "index": 1, "message": "",
+        }
+        marker = event(type_="marker")
+        assert await harness.send(broker.url(), marker) == 202
+        await async_wait_until(lambda: sub.arrivals, message="the marker")
+        assert sub.ids() == [marker.id], "no member of the rejected batch may be delivered"
+
+    async def test_unknown_broker_is_404(self, harness: Harness) -> None:
+        broker = await harness.broker()
+        assert await harness.send(broker.url("default", "nope"), event()) == 404
+        assert await harness.send(f"http://127.0.0.1:{broker.port}/just-one-segment", event()) == 404
+
+    async def test_other_methods_are_405_and_options_200(self, harness: Harness) -> None:
+        broker = await harness.broker()
+        for method in ("GET", "PUT", "DELETE", "PATCH"):
+            async with harness.session.request(method, broker.url()) as response:
+                assert response.status == 405, method
+                assert response.headers["Allow"] == "POST, OPTIONS"
+        async with harness.session.options(broker.url()) as response:
+            assert response.status == 200
+            assert response.headers["Allow"] == "POST, OPTIONS"
+
+    async def test_body_over_the_limit_is_413(self, harness: Harness) -> None:
+        limit = 64 * 1024
+        sub = await harness.subscriber()
+        broker = await harness.broker([trigger("all", sub.url)], settings=BrokerSettings(max_body_bytes=limit))
+        too_big = event(data={"blob": "x" * limit})
+        assert await harness.send(broker.url(), too_big) == 413
+        # Chunked, without a content-length: the limit holds while reading.
+        headers, body = to_binary(too_big)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for i in range(0, len(body), 8192):
+                yield body[i : i + 8192]
+
+        async with harness.session.post(broker.url(), headers=headers, data=chunks()) as response:
+            assert response.status == 413
+        fits = event(data={"blob": "x" * (limit - 1024)})
+        assert await harness.send(broker.url(), fits) == 202
+
+    def test_body_limit_never_below_64k(self) -> None:
+        with pytest.raises(ValueError, match="max_body_bytes"):
+            BrokerSettings(max_body_bytes=1000)
+
+    async def test_not_a_cloudevent_is_415(self, harness: Harness) -> None:
+        broker = await harness.broker()
+        status, _, body = await harness.post(broker.url(), {"content-type": "application/json"}, b"{}")
+        assert status == 415
+        assert json.loads(body)["attribute"] == "content-type"
+        status, _, _ = await harness.post(
+            broker.url(), {"content-type": "application/cloudevents+avro"}, b"\x00"
+        )
+        assert status == 415
+
+    async def test_store_failure_is_503_and_nothing_is_lost(self, harness: Harness) -> None:
+        sub = await harness.subscriber()
+        broker = await harness.broker([trigger("all", sub.url)])
+        await self.break_store(broker)
+        refused = event()
+        assert await harness.send(broker.url(), refused) == 503
+        assert broker.metric("broker_ingress_event_count_total", response_code="503") == 1
+        await self.repair_store(broker)
+        accepted = event()
+        assert await harness.send(broker.url(), accepted) == 202
+        await async_wait_until(lambda: sub.arrivals, message="delivery after the store recovered")
+        assert sub.ids() == [accepted.id]
+
+    async def test_health_and_metrics(self, harness: Harness) -> None:
+        broker = await harness.broker()
+        async with harness.session.get(f"http://127.0.0.1:{broker.port}/healthz") as response:
+            assert response.status == 200
+        assert await harness.send(broker.url(), event()) == 202
+        await harness.post(broker.url(), {"content-type": "application/json"}, b"{}")
+        async with harness.session.get(f"http://127.0.0.1:{broker.port}/metrics") as response:
+            text = await response.text()
+        assert 'broker_ingress_event_count_total{broker_name="default",namespace_name="default",response_code="202",response_code_class="2xx"} 1.0' in text
+        assert 'response_code="415"' in text
+
+    # -- filters -------------------------------------------------------------------------------
+
+    async def test_filter_matrix_over_type_source_and_extension(self, harness: Harness) -> None:
+        # Knative's ManyTriggers: each Trigger sees exactly the events its filter selects.
+        cases: dict[str, dict[str, Any]] = {
+            "any": {},
+            "type-a": {"attributes": {"type": "type.a"}},
+            "source-x": {"attributes": {"source": "/x"}},
+            "a-from-x": {"attributes": {"type": "type.a", "source": "/x"}},
+            "has-ext": {"attributes": {"tenant": ""}},
+            "ext-blue": {"attributes": {"tenant": "blue"}},
+            "exact-b": {"filters": [{"exact": {"type": "type.b"}}]},
+            "prefix": {"filters": [{"prefix": {"type": "type."}}]},
+            "suffix": {"filters": [{"suffix": {"source": "/y"}}]},
+            "all": {"filters": [{"all": [{"exact": {"type": "type.a"}}, {"exact": {"tenant": "blue"}}]}]},
+            "any-of": {"filters": [{"any": [{"exact": {"type": "type.b"}}, {"exact": {"source": "/x"}}]}]},
+            "not-a": {"filters": [{"not": {"exact": {"type": "type.a"}}}]},
+            "filters-win": {"attributes": {"type": "type.a"}, "filters": [{"exact": {"type": "type.b"}}]},
+            "case-sensitive": {"attributes": {"type": "TYPE.A"}},
+        }
+        subs = {name: await harness.subscriber(name=name) for name in cases}
+        docs = [
+            trigger(name, subs[name].url, attributes=spec.get("attributes"), filters=spec.get("filters"))
+            for name, spec in cases.items()
+        ]
+        broker = await harness.broker(docs)
+        sent = {
+            "a-x": event("type.a", "/x"),
+            "a-y-blue": event("type.a", "/y", tenant="blue"),
+            "b-x-red": event("type.b", "/x", tenant="red"),
+            "b-y": event("type.b", "/y"),
+            "c-z": event("other.c", "/z"),
+        }
+        for ev in sent.values():
+            assert await harness.send(broker.url(), ev) == 202
+        expected = {
+            "any": set(sent),
+            "type-a": {"a-x", "a-y-blue"},
+            "source-x": {"a-x", "b-x-red"},
+            "a-from-x": {"a-x"},
+            "has-ext": {"a-y-blue", "b-x-red"},
+            "ext-blue": {"a-y-blue"},
+            "exact-b": {"b-x-red", "b-y"},
+            "prefix": {"a-x", "a-y-blue", "b-x-red", "b-y"},
+            "suffix": {"a-y-blue", "b-y"},
+            "all": {"a-y-blue"},
+            "any-of": {"a-x", "b-x-red", "b-y"},
+            "not-a": {"b-x-red", "b-y", "c-z"},
+            "filters-win": {"b-x-red", "b-y"},
+            "case-sensitive": set(),
+        }
+        total = sum(len(v) for v in expected.values())
+        await async_wait_until(lambda: sum(len(s.arrivals) for s in subs.values()) >= total,
+                               message=f"{total} deliveries")
+        # The marker proves the broker is past every event: nothing more is coming.
+        for name, sub in subs.items():
+            ids = {k for k, ev in sent.items() if ev.id in sub.ids()}
+            assert ids == expected[name], name
+            assert len(sub.arrivals) == len(ids), f"{name} got a duplicate"
+
+    # -- delivery ------------------------------------------------------------------------------
+
+    async def test_flaky_subscriber_gets_one_delivery_on_the_backoff_schedule(self, harness: Harness) -> None:
+        failures = 4
+
+        def flaky(_: CloudEvent, n: int) -> Answer:
+            if n == 1:
+                return Answer(409)
+            if n <= 1 + failures:
+                return Answer(503)
+            return Answer(202)
+
+        sub = await harness.subscriber(flaky)
+        delay = 0.05
+        broker = await harness.broker([trigger(
+            "flaky", sub.url,
+            delivery={"retry": 10, "backoffPolicy": "exponential", "backoffDelay": f"PT{delay}S"},
+        )])
+        ev = event()
+        assert await harness.send(broker.url(), ev) == 202
+        await async_wait_until(lambda: sub.seen.get(ev.id) == failures + 2, timeout=15, message="success")
+        measured = gaps(sub, ev.id)
+        expected = [delay * 2**k for k in range(1, failures + 2)]
+        for got, want in zip(measured, expected, strict=True):
+            assert abs(got - want) <= 0.1 * want, (measured, expected)
+        await asyncio.sleep(expected[-1] * 2)  # a further attempt would be due by now
+        assert sub.seen[ev.id] == failures + 2
+        assert broker.metric("broker_filter_event_retry_count_total", trigger_name="flaky") == failures + 1
+
+    async def test_linear_backoff_schedule(self, harness: Harness) -> None:
+        sub = await harness.subscriber(lambda _, n: Answer(500 if n <= 3 else 202))
+        broker = await harness.broker([trigger(
+            "linear", sub.url, delivery={"retry": 5, "backoffPolicy": "linear", "backoffDelay": "PT0.1S"},
+        )])
+        ev = event()
+        assert await harness.send(broker.url(), ev) == 202
+        await async_wait_until(lambda: sub.seen.get(ev.id) == 4, timeout=10, message="4 attempts")
+        for got, want in zip(gaps(sub, ev.id), [0.1, 0.2, 0.3], strict=True):
+            assert abs(got - want) <= 0.1 * want
+
+    async def test_retry_after_is_honoured_and_capped(self, harness: Harness) -> None:
+        sub = await harness.subscriber(
+            lambda _, n: Answer(429, headers=[(b"retry-after", b"1")]) if n == 1 else Answer(202)
+        )
+        capped = await harness.subscriber(
+            lambda _, n: Answer(503, headers=[(b"retry-after", b"30")]) if n == 1 else Answer(202)
+        )
+        policy = {"retry": 3, "backoffDelay": "PT0.01S"}
+        broker = await harness.broker([
+            trigger("honour", sub.url, delivery=policy, attributes={"type": "honour"}),
+            trigger("cap", capped.url, delivery=policy | {"retryAfterMax": "PT0.5S"}, attributes={"type": "cap"}),
+        ])
+        one, two = event("honour"), event("cap")
+        assert await harness.send(broker.url(), one) == 202
+        assert await harness.send(broker.url(), two) == 202
+        await async_wait_until(lambda: sub.seen.get(one.id) == 2 and capped.seen.get(two.id) == 2,
+                               timeout=10, message="second attempts")
+        assert 0.95 <= gaps(sub, one.id)[0] <= 1.3
+        assert 0.45 <= gaps(capped, two.id)[0] <= 0.8
+
+    async def test_non_retryable_422_goes_once_to_the_dead_letter_sink(self, harness: Harness) -> None:
+        sub = await harness.subscriber(lambda *_: Answer(422, body=b'{"detail":"bad payload"}'))
+        dls = await harness.subscriber(name="dls")
+        broker = await harness.broker([trigger(
+            "strict", sub.url, delivery={"retry": 5, "backoffDelay": "PT0.01S", "deadLetterSink": {"uri": dls.url}},
+        )])
+        ev = event()
+        assert await harness.send(broker.url(), ev) == 202
+        await async_wait_until(lambda: dls.arrivals, message="a dead letter")
+        await asyncio.sleep(0.3)  # room for a wrong retry or a second letter to show up
+        assert sub.seen[ev.id] == 1
+        assert len(dls.arrivals) == 1
+        letter = dls.arrivals[0].event
+        assert letter.id == ev.id and letter.data == ev.data
+        assert letter.attributes[KNATIVE_ERROR_DEST] == sub.url
+        assert letter.attributes[KNATIVE_ERROR_CODE] == "422"
+        assert base64.b64decode(str(letter.attributes[KNATIVE_ERROR_DATA])) == b'{"detail":"bad payload"}'
+
+    async def test_error_data_is_cut_to_1024_bytes(self, harness: Harness) -> None:
+        sub = await harness.subscriber(lambda *_: Answer(400, body=b"e" * 5000))
+        dls = await harness.subscriber(name="dls")
+        broker = await harness.broker([trigger(
+            "cut", sub.url, delivery={"retry": 0, "deadLetterSink": {"uri": dls.url}},
+        )])
+        assert await harness.send(broker.url(), event()) == 202
+        await async_wait_until(lambda: dls.arrivals, message="a dead letter")
+        assert base64.b64decode(str(dls.arrivals[0].event.attributes[KNATIVE_ERROR_DATA])) == b"e" * 1024
+
+    async def test_unreachable_subscriber_dead_letter_carries_the_destination(self, harness: Harness) -> None:
+        dls = await harness.subscriber(name="dls")
+        nowhere = f"http://127.0.0.1:{free_port()}/agent"
+        broker = await harness.broker([trigger(
+            "gone", nowhere, delivery={"retry": 2, "backoffDelay": "PT0.01S", "deadLetterSink": {"uri": dls.url}},
+        )])
+        ev = event()
+        assert await harness.send(broker.url(), ev) == 202
+        await async_wait_until(lambda: dls.arrivals, timeout=10, message="a dead letter")
+        letter = dls.arrivals[0].event
+        assert letter.id == ev.id
+        assert letter.attributes[KNATIVE_ERROR_DEST] == nowhere
+        assert KNATIVE_ERROR_CODE not in letter.attributes
+        assert broker.metric("broker_filter_event_count_total", trigger_name="gone", response_code="none") == 3
+
+    async def test_exhausted_retries_go_to_the_sink_with_the_last_status(self, harness: Harness) -> None:
+        sub = await harness.subscriber(lambda *_: Answer(500, body=b"boom"))
+        dls = await harness.subscriber(name="dls")
+        broker = await harness.broker([trigger(
+            "failing", sub.url, delivery={"retry": 3, "backoffDelay": "PT0.01S", "deadLetterSink": {"uri": dls.url}},
+        )])
+        ev = event()
+        assert await harness.send(broker.url(), ev) == 202
+        await async_wait_until(lambda: dls.arrivals, timeout=10, message="a dead letter")
+        assert sub.seen[ev.id] == 4
+        assert dls.arrivals[0].event.attributes[KNATIVE_ERROR_CODE] == "500"
+
+    async def test_failing_dead_letter_sink_is_retried(self, harness: Harness) -> None:
+        sub = await harness.subscriber(lambda *_: Answer(400))
+        dls = await harness.subscriber(lambda _, n: Answer(503 if n <= 2 else 202), name="dls")
+        broker = await harness.broker([trigger(
+            "s", sub.url, delivery={"retry": 3, "backoffDelay": "PT0.01S", "deadLetterSink": {"uri": dls.url}},
+        )])
+        ev = event()
+        assert await harness.send(broker.url(), ev) == 202
+        await async_wait_until(lambda: dls.seen.get(ev.id) == 3, timeout=10, message="sink accepted")
+        assert broker.metric("broker_filter_dead_letter_count_total", trigger_name="s", outcome="sent") == 1
+
+    async def test_without_a_sink_the_event_is_dropped_and_counted(self, harness: Harness) -> None:
+        sub = await harness.subscriber(lambda *_: Answer(400))
+        broker = await harness.broker([trigger("s", sub.url, delivery={"retry": 0})])
+        assert await harness.send(broker.url(), event()) == 202
+        await async_wait_until(
+            lambda: broker.metric("broker_filter_dead_letter_count_total", trigger_name="s", outcome="dropped") == 1,
+            message="the drop is counted",
+        )
+
+    async def test_broker_delivery_is_the_default_for_its_triggers(self, harness: Harness) -> None:
+        sub = await harness.subscriber(lambda *_: Answer(500))
+        dls = await harness.subscriber(name="dls")
+        docs = [
+            {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker",
+             "metadata": {"name": "other", "namespace": "team"},
+             "spec": {"delivery": {"retry": 1, "backoffDelay": "PT0.01S", "deadLetterSink": {"uri": dls.url}}}},
+            trigger("t", sub.url, broker="other") | {"metadata": {"name": "t", "namespace": "team"}},
+        ]
+        broker = await harness.broker(docs)
+        ev = event()
+        assert await harness.send(broker.url("team", "other"), ev) == 202
+        await async_wait_until(lambda: dls.arrivals, message="a dead letter")
+        assert sub.seen[ev.id] == 2
+
+    async def test_36k_event_is_delivered_exactly_once_intact(self, harness: Harness) -> None:
+        sub = await harness.subscriber()
+        broker = await harness.broker([trigger("all", sub.url)])
+        payload = {"blob": "y" * (36 * 1024), "n": 7}
+        ev = event(data=payload)
+        assert await harness.send(broker.url(), ev) == 202
+        await async_wait_until(lambda: sub.arrivals, message="the delivery")
+        await asyncio.sleep(0.2)
+        assert len(sub.arrivals) == 1
+        assert sub.arrivals[0].event.data == payload
+
+    async def test_prefer_reply_header_is_sent(self, harness: Harness) -> None:
+        sub = await harness.subscriber()
+        broker = await harness.broker([trigger("all", sub.url)])
+        assert await harness.send(broker.url(), event()) == 202
+        await async_wait_until(lambda: sub.arrivals, message="the delivery")
+        assert sub.arrivals[0].headers["prefer"] == "reply"
+
+    # -- replies -------------------------------------------------------------------------------
+
+    async def test_reply_chain_a_b_c(self, harness: Harness) -> None:
+        def step(next_type: str) -> Any:
+            return lambda ev, _: Answer(200, reply=CloudEvent.new(next_type, "/agent", {"from": ev.type}))
+
+        a = await harness.subscriber(step("chain.b"), "a")
+        b = await harness.subscriber(step("chain.c"), "b")
+        c = await harness.subscriber(name="c")
+        broker = await harness.broker([
+            trigger("a", a.url, attributes={"type": "chain.a"}),
+            trigger("b", b.url, attributes={"type": "chain.b"}),
+            trigger("c", c.url, attributes={"type": "chain.c"}),
+        ])
+        assert await harness.send(broker.url(), event("chain.a")) == 202
+        await async_wait_until(lambda: c.arrivals, message="the end of the chain")
+        final = c.arrivals[0].event
+        assert final.data == {"from": "chain.b"}
+        assert final.attributes[KNATIVE_BROKER_TTL] == "253"
+        assert len(a.arrivals) == len(b.arrivals) == 1
+
+    async def test_reply_loop_is_stopped_by_the_ttl(self, harness: Harness) -> None:
+        def ping(ev: CloudEvent, _: int) -> Answer:
+            return Answer(200, reply=CloudEvent.new("loop.ping", "/pinger", {"hop": ev.data["hop"] + 1}))
+
+        sub = await harness.subscriber(ping)
+        broker = await harness.broker([trigger("loop", sub.url, attributes={"type": "loop.ping"})])
+        start = event("loop.ping", data={"hop": 0}, **{KNATIVE_BROKER_TTL: 5})
+        assert await harness.send(broker.url(), start) == 202
+        await async_wait_until(
+            lambda: broker.metric("broker_filter_ttl_exhausted_count_total", trigger_name="loop") == 1,
+            message="the loop to be cut",
+        )
+        assert [e.data["hop"] for e in sub.events()] == [0, 1, 2, 3, 4]
+
+    async def test_default_ttl_stops_an_unbounded_loop(self, harness: Harness) -> None:
+        sub = await harness.subscriber(lambda ev, _: Answer(200, reply=CloudEvent.new("loop", "/p", {})))
+        broker = await harness.broker([trigger("loop", sub.url, attributes={"type": "loop"})])
+        assert await harness.send(broker.url(), event("loop")) == 202
+        await async_wait_until(
+            lambda: broker.metric("broker_filter_ttl_exhausted_count_total", trigger_name="loop") == 1,
+            timeout=30, message="the loop to be cut",
+        )
+        assert len(sub.arrivals) == 255
+
+    async def test_2xx_without_body_is_no_reply_and_non_event_body_is_502(self, harness: Harness) -> None:
+        quiet = await harness.subscriber(lambda *_: Answer(204), "quiet")
+        garbage = await harness.subscriber(lambda _, n: Answer(200, body=b"hello") if n == 1 else Answer(202), "garbage")
+        watcher = await harness.subscriber(name="watcher")
+        broker = await harness.broker([
+            trigger("quiet", quiet.url, attributes={"type": "q"}),
+            trigger("garbage", garbage.url, attributes={"type": "g"}, delivery={"retry": 2, "backoffDelay": "PT0.01S"}),
+            trigger("watch", watcher.url, filters=[{"not": {"any": [{"exact": {"type": "q"}}, {"exact": {"type": "g"}}]}}]),
+        ])
+        q, g = event("q"), event("g")
+        assert await harness.send(broker.url(), q) == 202
+        assert await harness.send(broker.url(), g) == 202
+        await async_wait_until(lambda: garbage.seen.get(g.id) == 2, message="a retry after the 502")
+        assert broker.metric("broker_filter_event_count_total", trigger_name="garbage", response_code="502") == 1
+        marker = event("marker")
+        assert await harness.send(broker.url(), marker) == 202
+        await async_wait_until(lambda: watcher.arrivals, message="the marker")
+        assert watcher.ids() == [marker.id], "neither answer may be routed as a reply"
+
+    # -- concurrency and fairness --------------------------------------------------------------
+
+    async def test_slow_subscriber_does_not_stall_the_others(self, harness: Harness) -> None:
+        release = asyncio.Event()
+
+        async def stuck(_: CloudEvent, __: int) -> Answer:
+            await release.wait()
+            return Answer(202)
+
+        slow = await harness.subscriber(stuck, "slow")
+        fast = await harness.subscriber(name="fast")
+        broker = await harness.broker(
+            [trigger("slow", slow.url), trigger("fast", fast.url)],
+            settings=BrokerSettings(subscriber_in_flight=4, max_in_flight=16),
+        )
+        sent = [event(data={"i": i}) for i in range(60)]
+        for ev in sent:
+            assert await harness.send(broker.url(), ev) == 202
+        await async_wait_until(lambda: len(fast.arrivals) == 60, timeout=10, message="the fast trigger")
+        assert len(slow.arrivals) == 4, "the slow subscriber holds only its own slots"
+        release.set()
+        await async_wait_until(lambda: len(slow.arrivals) == 60, timeout=10, message="the slow trigger")
+
+    async def test_ordered_trigger_delivers_one_at_a_time_in_order(self, harness: Harness) -> None:
+        in_flight = 0
+        most = 0
+
+        async def flaky(ev: CloudEvent, n: int) -> Answer:
+            nonlocal in_flight, most
+            in_flight += 1
+            most = max(most, in_flight)
+            await asyncio.sleep(0.005)
+            in_flight -= 1
+            return Answer(503 if ev.data["i"] % 3 == 0 and n == 1 else 202)
+
+        sub = await harness.subscriber(flaky)
+        broker = await harness.broker([trigger(
+            "ordered", sub.url, delivery={"retry": 3, "backoffDelay": "PT0.01S"},
+            annotations={"kafka.eventing.knative.dev/delivery.order": "ordered"},
+        )])
+        sent = [event(data={"i": i}, partitionkey="k") for i in range(20)]
+        for ev in sent:
+            assert await harness.send(broker.url(), ev) == 202
+        await async_wait_until(lambda: len({a.event.id for a in sub.arrivals}) == 20 and
+                               sub.arrivals[-1].event.id == sent[-1].id, timeout=15, message="all 20")
+        firsts: list[int] = []
+        for arrival in sub.arrivals:
+            if not firsts or firsts[-1] != arrival.event.data["i"]:
+                firsts.append(arrival.event.data["i"])
+        assert firsts == list(range(20))
+        assert most == 1
+
+    # -- durability ----------------------------------------------------------------------------
+
+    @pytest.mark.slow
+    async def test_kill_9_with_events_in_flight_then_restart_delivers_every_accepted_event(
+        self, harness: Harness, tmp_path: Path
+    ) -> None:
+        release = asyncio.Event()
+
+        async def gated(_: CloudEvent, __: int) -> Answer:
+            if not release.is_set():
+                return Answer(503)
+            return Answer(202)
+
+        sub = await harness.subscriber(gated)
+        triggers = tmp_path / "triggers.yaml"
+        triggers.write_text(yaml.safe_dump(trigger(
+            "durable", sub.url, delivery={"retry": 1000, "backoffPolicy": "linear", "backoffDelay": "PT0.05S"},
+        )))
+        data_dir = tmp_path / "data"
+        port = free_port()
+        command = self.broker_command(data_dir, port, triggers)
+        proc = subprocess.Popen(command, cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            await asyncio.to_thread(wait_for_port, port, timeout=20)
+            url = f"http://127.0.0.1:{port}/default/default"
+            accepted = []
+            for i in range(200):
+                ev = event(data={"i": i})
+                if await harness.send(url, ev) == 202:
+                    accepted.append(ev.id)
+            headers, body = to_batch([event(data={"batch": i}) for i in range(50)])
+            status, _, _ = await harness.post(url, headers, body)
+            assert status == 202
+            accepted.extend(e.id for e in json_ids(body))
+            assert len(accepted) == 250
+            await async_wait_until(lambda: len(sub.seen) >= 10, message="deliveries in flight")
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        release.set()
+        proc = subprocess.Popen(command, cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            await async_wait_until(lambda: set(accepted) <= {i for i, n in sub.seen.items()},
+                                   timeout=60, message="every accepted event after restart")
+        finally:
+            proc.terminate()
+            proc.wait(timeout=20)
+
+
+def json_ids(body: bytes) -> list[CloudEvent]:
+    return [CloudEvent.create({k: v for k, v in m.items() if k != "data"}, m.get("data")) for m in json.loads(body)]
+
+
+def agentfn_command() -> list[str]:
+    return [str(Path(sys.executable).parent / "agentfn"), "--log-level", "WARNING"]
+
+
+__all__ = ["BrokerContract", "Harness", "RunningBroker", "agentfn_command", "event", "trigger"]
+_ = (os, time)
