@@ -23,8 +23,10 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         return
     if scope["method"] == "GET":
         lat = sorted(latencies)
+
         def pct(p: float) -> float:
             return lat[min(len(lat) - 1, int(p * len(lat)))] / 1e6 if lat else 0.0
+
         body = json.dumps({"count": count, "p50_ms": pct(0.5), "p99_ms": pct(0.99)}).encode()
         if scope["path"] == "/reset":
             count = 0
@@ -46,5 +48,12 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 if __name__ == "__main__":
-    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning",
-                access_log=False, http="httptools", loop="uvloop")
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=int(sys.argv[1]),
+        log_level="warning",
+        access_log=False,
+        http="httptools",
+        loop="uvloop",
+    )

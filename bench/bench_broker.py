@@ -36,8 +36,11 @@ async def _post_all(url: str, events: int, concurrency: int) -> float:
         async def worker() -> None:
             for i in counter:
                 headers = {
-                    "ce-specversion": "1.0", "ce-id": f"e{i}", "ce-source": "/bench",
-                    "ce-type": "bench.event", "ce-benchsent": str(time.time_ns()),
+                    "ce-specversion": "1.0",
+                    "ce-id": f"e{i}",
+                    "ce-source": "/bench",
+                    "ce-type": "bench.event",
+                    "ce-benchsent": str(time.time_ns()),
                     "content-type": "application/json",
                 }
                 async with session.post(url, data=b'{"n":1}', headers=headers) as response:
@@ -50,11 +53,16 @@ async def _post_all(url: str, events: int, concurrency: int) -> float:
 
 
 async def _stats(port: int, path: str = "/stats") -> dict[str, float]:
-    async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}{path}") as r:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{port}{path}") as r,
+    ):
         return json.loads(await r.read())
 
 
-async def _run_case(name: str, url: str, sub_port: int, events: int, concurrency: int) -> dict[str, float]:
+async def _run_case(
+    name: str, url: str, sub_port: int, events: int, concurrency: int
+) -> dict[str, float]:
     await _stats(sub_port, "/reset")
     started = time.perf_counter()
     post_seconds = await _post_all(url, events, concurrency)
@@ -64,8 +72,14 @@ async def _run_case(name: str, url: str, sub_port: int, events: int, concurrency
             raise RuntimeError(f"{name}: only {stats['count']} of {events} delivered")
         await asyncio.sleep(0.02)
     total = time.perf_counter() - started
-    return {"case": name, "events": events, "ingress_eps": events / post_seconds,
-            "end_to_end_eps": events / total, "p50_ms": stats["p50_ms"], "p99_ms": stats["p99_ms"]}
+    return {
+        "case": name,
+        "events": events,
+        "ingress_eps": events / post_seconds,
+        "end_to_end_eps": events / total,
+        "p50_ms": stats["p50_ms"],
+        "p99_ms": stats["p99_ms"],
+    }
 
 
 def main() -> None:
@@ -87,28 +101,60 @@ def main() -> None:
     agentfn = [str(Path(python).parent / "agentfn")]
     procs = [
         subprocess.Popen([python, str(ROOT / "bench" / "_subscriber.py"), str(sub_port)]),
-        subprocess.Popen([*agentfn, "--log-level", "WARNING", "broker", "--port", str(broker_port),
-                          "--data-dir", data_dir, "--triggers", str(triggers),
-                          *(["--no-fsync"] if args.no_fsync else [])], cwd=ROOT),
+        subprocess.Popen(
+            [
+                *agentfn,
+                "--log-level",
+                "WARNING",
+                "broker",
+                "--port",
+                str(broker_port),
+                "--data-dir",
+                data_dir,
+                "--triggers",
+                str(triggers),
+                *(["--no-fsync"] if args.no_fsync else []),
+            ],
+            cwd=ROOT,
+        ),
     ]
     try:
         wait_for_port(sub_port)
         wait_for_port(broker_port)
         results = []
         for _ in range(2):  # alternate the floor and the broker, twice
-            results.append(asyncio.run(_run_case("floor: direct to subscriber",
-                                                 f"http://127.0.0.1:{sub_port}/", sub_port,
-                                                 args.events, args.concurrency)))
-            results.append(asyncio.run(_run_case(
-                f"embedded broker (fsync={'off' if args.no_fsync else 'on'})",
-                f"http://127.0.0.1:{broker_port}/default/default", sub_port,
-                args.events, args.concurrency)))
+            results.append(
+                asyncio.run(
+                    _run_case(
+                        "floor: direct to subscriber",
+                        f"http://127.0.0.1:{sub_port}/",
+                        sub_port,
+                        args.events,
+                        args.concurrency,
+                    )
+                )
+            )
+            results.append(
+                asyncio.run(
+                    _run_case(
+                        f"embedded broker (fsync={'off' if args.no_fsync else 'on'})",
+                        f"http://127.0.0.1:{broker_port}/default/default",
+                        sub_port,
+                        args.events,
+                        args.concurrency,
+                    )
+                )
+            )
         print(f"{'case':40} {'ingress ev/s':>12} {'e2e ev/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
         for r in results:
-            print(f"{r['case']:40} {r['ingress_eps']:12.0f} {r['end_to_end_eps']:10.0f} "
-                  f"{r['p50_ms']:8.2f} {r['p99_ms']:8.2f}")
+            print(
+                f"{r['case']:40} {r['ingress_eps']:12.0f} {r['end_to_end_eps']:10.0f} "
+                f"{r['p50_ms']:8.2f} {r['p99_ms']:8.2f}"
+            )
         if args.json:
-            args.json.write_text(json.dumps({"cpu_count": os.cpu_count(), "results": results}, indent=2))
+            args.json.write_text(
+                json.dumps({"cpu_count": os.cpu_count(), "results": results}, indent=2)
+            )
     finally:
         for proc in procs:
             proc.terminate()

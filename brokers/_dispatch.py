@@ -17,6 +17,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from brokers._sender import Attempt, HttpSender, wait_or_stop
 from brokers.config import DeliveryOrder, TriggerSpec
@@ -112,12 +113,16 @@ class TriggerDispatcher:
         self._runner: asyncio.Task[None] | None = None
         self._committer: asyncio.Task[None] | None = None
         self._backlog = metrics.backlog.labels(*self._labels)
+        self._latency = metrics.dispatch_latency.labels(*self._labels)
+        self._by_code: dict[int | None, Any] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
         self._runner = asyncio.create_task(self._run(), name=f"trigger-{self.trigger.name}")
-        self._committer = asyncio.create_task(self._commit_loop(), name=f"commit-{self.trigger.name}")
+        self._committer = asyncio.create_task(
+            self._commit_loop(), name=f"commit-{self.trigger.name}"
+        )
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop fetching, give attempts in flight ``grace`` seconds, commit what is known."""
@@ -213,7 +218,9 @@ class TriggerDispatcher:
         try:
             await self._subscription.commit(offsets)
         except Exception:
-            log.exception("trigger %s: commit failed; events may be delivered again", self.trigger.name)
+            log.exception(
+                "trigger %s: commit failed; events may be delivered again", self.trigger.name
+            )
 
     # -- delivering --------------------------------------------------------------------------
 
@@ -223,10 +230,15 @@ class TriggerDispatcher:
             attempt = await self._sender.send(
                 url, event, timeout=self.policy.attempt_timeout, expect_reply=expect_reply
             )
-        elapsed_ms = (time.perf_counter() - started) * 1000
-        self._metrics.dispatch_latency.labels(*self._labels).observe(elapsed_ms)
-        code = "none" if attempt.status is None else str(attempt.status)
-        self._metrics.deliveries.labels(*self._labels, code, code_class(attempt.status)).inc()
+        self._latency.observe((time.perf_counter() - started) * 1000)
+        counter = self._by_code.get(attempt.status)
+        if counter is None:
+            code = "none" if attempt.status is None else str(attempt.status)
+            counter = self._metrics.deliveries.labels(
+                *self._labels, code, code_class(attempt.status)
+            )
+            self._by_code[attempt.status] = counter
+        counter.inc()
         return attempt
 
     async def _deliver(self, entry: _Entry) -> None:
@@ -244,6 +256,15 @@ class TriggerDispatcher:
             retries += 1
             self._metrics.retries.labels(*self._labels).inc()
             wait = self.policy.wait_before(retries, attempt.retry_after)
+            log.info(
+                "trigger %s: event %s answered %s; retry %d/%d in %.2fs",
+                self.trigger.name,
+                event.id,
+                attempt.status if attempt.status is not None else attempt.error,
+                retries,
+                self.policy.retry,
+                wait,
+            )
             if await wait_or_stop(wait, self._stopping):
                 return  # not finished: the event stays uncommitted and comes back on restart
         await self._dead_letter(event, attempt)
@@ -256,7 +277,10 @@ class TriggerDispatcher:
             self._metrics.ttl_dropped.labels(*self._labels).inc()
             log.warning(
                 "trigger %s: dropped reply %s (type %s): %s reached 0, a reply loop?",
-                self.trigger.name, reply.id, reply.type, KNATIVE_BROKER_TTL,
+                self.trigger.name,
+                reply.id,
+                reply.type,
+                KNATIVE_BROKER_TTL,
             )
             return True
         try:
@@ -272,7 +296,10 @@ class TriggerDispatcher:
             outcome_labels.labels(*self._labels, "dropped").inc()
             log.warning(
                 "trigger %s: gave up on event %s (status %s, %s) and no deadLetterSink is set",
-                self.trigger.name, event.id, last.status, last.error or "",
+                self.trigger.name,
+                event.id,
+                last.status,
+                last.error or "",
             )
             return
         extensions: dict[str, object] = {KNATIVE_ERROR_DEST: self.subscriber_url}
@@ -287,14 +314,26 @@ class TriggerDispatcher:
             attempt = await self._attempt(self.dead_letter_url, letter, expect_reply=False)
             if attempt.ok:
                 outcome_labels.labels(*self._labels, "sent").inc()
+                log.warning(
+                    "trigger %s: event %s dead-lettered to %s (last status %s)",
+                    self.trigger.name,
+                    event.id,
+                    self.dead_letter_url,
+                    last.status,
+                )
                 return
             if not is_retryable(attempt.status) or retries >= self.policy.retry:
                 break
             retries += 1
-            if await wait_or_stop(self.policy.wait_before(retries, attempt.retry_after), self._stopping):
+            if await wait_or_stop(
+                self.policy.wait_before(retries, attempt.retry_after), self._stopping
+            ):
                 return
         outcome_labels.labels(*self._labels, "lost").inc()
         log.error(
             "trigger %s: dead-letter sink %s refused event %s (status %s); it is dropped",
-            self.trigger.name, self.dead_letter_url, event.id, attempt.status,
+            self.trigger.name,
+            self.dead_letter_url,
+            event.id,
+            attempt.status,
         )

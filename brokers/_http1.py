@@ -40,7 +40,14 @@ class HttpResponse:
 
 class _Connection(asyncio.Protocol):
     __slots__ = (
-        "_body", "_headers", "_parser", "_received", "closed", "future", "keep_alive", "transport",
+        "_body",
+        "_headers",
+        "_parser",
+        "_received",
+        "closed",
+        "future",
+        "keep_alive",
+        "transport",
     )
 
     def __init__(self) -> None:

@@ -27,7 +27,7 @@ _JSON: Final = [(b"content-type", b"application/json")]
 _ALLOW: Final = [(b"allow", b"POST, OPTIONS")]
 
 
-class _TooLarge(Exception):
+class _TooLargeError(Exception):
     pass
 
 
@@ -50,6 +50,12 @@ class IngressApp:
         self._metrics = metrics
         self._max_body = max_body_bytes
         self._ready = ready
+        # Bound label children per (broker, code): labels() costs a lock and a dict per call.
+        self._counted: dict[tuple[str, int], Any] = {}
+        self._timers = {
+            spec.path: metrics.ingress_latency.labels(spec.namespace, spec.name)
+            for spec in brokers.values()
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -65,7 +71,9 @@ class IngressApp:
             return
         if path == "/metrics" and method == "GET":
             await _respond(
-                send, 200, self._metrics.exposition(),
+                send,
+                200,
+                self._metrics.exposition(),
                 [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")],
             )
             return
@@ -73,23 +81,30 @@ class IngressApp:
             await _respond(send, 200, b"", _ALLOW)
             return
         if method != "POST":
-            await _respond(send, 405, _error(f"{method} is not allowed; POST events"), _ALLOW + _JSON)
+            await _respond(
+                send, 405, _error(f"{method} is not allowed; POST events"), _ALLOW + _JSON
+            )
             return
         broker = self._by_path.get(path.rstrip("/"))
         if broker is None:
-            await _respond(send, 404, _error(f"no broker at {path}; POST to /<namespace>/<broker>"), _JSON)
+            await _respond(
+                send, 404, _error(f"no broker at {path}; POST to /<namespace>/<broker>"), _JSON
+            )
             return
         await self._post(broker, scope, receive, send)
 
     async def _post(self, broker: BrokerSpec, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
-        labels = (broker.namespace, broker.name)
         headers: list[tuple[bytes, bytes]] = scope["headers"]
         status, body, count = await self._handle(broker, headers, receive)
-        self._metrics.ingress_events.labels(*labels, str(status), f"{status // 100}xx").inc(
-            max(count, 1)
-        )
-        self._metrics.ingress_latency.labels(*labels).observe((time.perf_counter() - started) * 1000)
+        counter = self._counted.get((broker.path, status))
+        if counter is None:
+            counter = self._metrics.ingress_events.labels(
+                broker.namespace, broker.name, str(status), f"{status // 100}xx"
+            )
+            self._counted[(broker.path, status)] = counter
+        counter.inc(max(count, 1))
+        self._timers[broker.path].observe((time.perf_counter() - started) * 1000)
         await _respond(send, status, body, _JSON if body else None)
 
     async def _handle(
@@ -105,7 +120,7 @@ class IngressApp:
                     return 413, _error(f"body over {self._max_body} bytes"), 0
         try:
             body = await self._read(receive)
-        except _TooLarge:
+        except _TooLargeError:
             return 413, _error(f"body over {self._max_body} bytes"), 0
         try:
             events = from_http(headers, body)
@@ -134,7 +149,7 @@ class IngressApp:
             chunk: bytes = message.get("body", b"")
             size += len(chunk)
             if size > self._max_body:
-                raise _TooLarge
+                raise _TooLargeError
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break

@@ -17,7 +17,6 @@ __all__ = ["Attempt", "HttpSender"]
 
 #: Knative answers 502 for a subscriber reply that is not a CloudEvent; so do we.
 BAD_GATEWAY: Final = 502
-_MAX_RESPONSE: Final = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,10 +83,10 @@ class HttpSender:
         try:
             async with self._session.post(
                 url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
-            ) as response:
-                answer = await response.content.read(_MAX_RESPONSE)
-                status = response.status
-                answer_headers = [(k.lower(), v) for k, v in response.raw_headers]
+            ) as reply:
+                answer = await reply.read()
+                status = reply.status
+                answer_headers = [(k.lower(), v) for k, v in reply.raw_headers]
         except (aiohttp.ClientError, TimeoutError, OSError) as error:
             return Attempt(status=None, error=f"{type(error).__name__}: {error}")
         return self._interpret(status, answer_headers, answer)

@@ -96,7 +96,9 @@ class Destination:
             raise ValueError("a destination needs a uri or a ref")
 
     def describe(self) -> str:
-        return self.uri if self.ref_name is None else f"{self.ref_kind or 'Service'}/{self.ref_name}"
+        if self.ref_name is not None:
+            return f"{self.ref_kind or 'Service'}/{self.ref_name}"
+        return self.uri or ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,14 +132,16 @@ class DeliveryPolicy:
             raise ValueError("retries are numbered from 1")
         if self.backoff_policy is BackoffPolicy.LINEAR:
             return self.backoff_delay * retry
-        return self.backoff_delay * (2**retry)
+        return self.backoff_delay * float(2**retry)
 
     def wait_before(self, retry: int, retry_after: float | None) -> float:
         """The wait before ``retry``, honouring a ``Retry-After`` the last answer carried."""
         wait = self.backoff(retry)
         if retry_after is not None:
-            asked = retry_after if self.retry_after_max is None else min(
-                retry_after, self.retry_after_max
+            asked = (
+                retry_after
+                if self.retry_after_max is None
+                else min(retry_after, self.retry_after_max)
             )
             wait = max(wait, asked)
         return wait

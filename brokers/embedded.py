@@ -209,7 +209,9 @@ class SqliteEventLog:
         for topic, grp, next_seq in conn.execute("SELECT topic, grp, next_seq FROM cursors"):
             self._cursors[(topic, grp)] = next_seq
         self._reader = conn
-        self._thread = threading.Thread(target=self._write_loop, name="agentfn-log-writer", daemon=True)
+        self._thread = threading.Thread(
+            target=self._write_loop, name="agentfn-log-writer", daemon=True
+        )
         self._thread.start()
 
     async def close(self) -> None:

@@ -1,4 +1,4 @@
-"""Prometheus metrics of one broker process, named as Knative's broker ingress and filter name theirs.
+"""Prometheus metrics of one broker process, named as Knative's broker ingress and filter do.
 
 Each :class:`BrokerMetrics` owns its registry, so several brokers in one process (tests) never
 share counters.
@@ -37,7 +37,13 @@ class BrokerMetrics:
         self.deliveries = Counter(
             "broker_filter_event_count",
             "Delivery attempts to Trigger subscribers, by response code (none: no answer)",
-            ["namespace_name", "broker_name", "trigger_name", "response_code", "response_code_class"],
+            [
+                "namespace_name",
+                "broker_name",
+                "trigger_name",
+                "response_code",
+                "response_code_class",
+            ],
             registry=r,
         )
         self.dispatch_latency = Histogram(

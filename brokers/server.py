@@ -145,6 +145,7 @@ class BrokerServer:
             date_header=False,
             server_header=False,
             timeout_keep_alive=30,
+            proxy_headers=False,
             backlog=2048,
         )
         config.load()

@@ -1,12 +1,14 @@
 """Broker settings, read once from the environment (``AGENTFN_BROKER_*``) or given by flags.
 
-| variable                              | meaning                                          | default  |
-|---------------------------------------|--------------------------------------------------|----------|
-| ``AGENTFN_BROKER_MAX_BODY_BYTES``     | largest request the ingress accepts (413 above)  | 1048576  |
-| ``AGENTFN_BROKER_MAX_IN_FLIGHT``      | delivery attempts in flight, whole process       | 512      |
-| ``AGENTFN_BROKER_SUBSCRIBER_IN_FLIGHT``| delivery attempts in flight per subscriber URL  | 128      |
-| ``AGENTFN_BROKER_TRIGGER_WINDOW``     | events fetched but not finished, per Trigger     | 1024     |
-| ``AGENTFN_BROKER_FSYNC``              | fsync each group commit (survive power loss)     | true     |
+======================================  =================================================  =======
+variable                                meaning                                            default
+======================================  =================================================  =======
+``AGENTFN_BROKER_MAX_BODY_BYTES``       largest request the ingress accepts (413 above)    1 MiB
+``AGENTFN_BROKER_MAX_IN_FLIGHT``        delivery attempts in flight, whole process         512
+``AGENTFN_BROKER_SUBSCRIBER_IN_FLIGHT`` delivery attempts in flight per subscriber URL     128
+``AGENTFN_BROKER_TRIGGER_WINDOW``       events fetched but not finished, per Trigger       1024
+``AGENTFN_BROKER_FSYNC``                fsync each group commit (survive power loss)       true
+======================================  =================================================  =======
 """
 
 from __future__ import annotations

@@ -79,7 +79,7 @@ class CloudEvent(abstract.CloudEvent):
     @classmethod
     def new(
         cls,
-        type: str,  # noqa: A002 - the CloudEvents attribute is called type
+        type: str,
         source: str,
         data: Any = None,
         **attributes: object,
@@ -101,7 +101,7 @@ class CloudEvent(abstract.CloudEvent):
         return cls(attrs, data)
 
     def _get_attributes(self) -> dict[str, Any]:
-        return self._attributes  # type: ignore[return-value]
+        return self._attributes
 
     def get_data(self) -> Any:
         return self.data

@@ -59,10 +59,10 @@ _RFC3339 = re.compile(
 # RFC 2046 / RFC 7231 media type: type "/" subtype *( OWS ";" OWS parameter ).
 # A quoted-string holds visible ASCII, space and tab only (RFC 2045 values are ASCII; no
 # obs-text, no controls), so the media type is always a valid Content-Type header value.
-_TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_TCHARS = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _QUOTED = r'"(?:[\t \x21\x23-\x5b\x5d-\x7e]|\\[\t \x21-\x7e])*"'
 _MEDIA_TYPE = re.compile(
-    rf"{_TOKEN}/{_TOKEN}(?:[ \t]*;[ \t]*(?:{_TOKEN}=(?:{_TOKEN}|{_QUOTED}))?)*[ \t]*"
+    rf"{_TCHARS}/{_TCHARS}(?:[ \t]*;[ \t]*(?:{_TCHARS}=(?:{_TCHARS}|{_QUOTED}))?)*[ \t]*"
 )
 
 
@@ -79,8 +79,10 @@ def is_uri_reference(value: str) -> bool:
 
 def is_uri(value: str) -> bool:
     """Whether ``value`` is an absolute RFC 3986 URI (it has a scheme)."""
-    return bool(_SCHEME.match(value)) and _URI_CHARS.fullmatch(value) is not None and (
-        value.count("#") <= 1
+    return (
+        bool(_SCHEME.match(value))
+        and _URI_CHARS.fullmatch(value) is not None
+        and (value.count("#") <= 1)
     )
 
 
@@ -166,9 +168,8 @@ def check_attributes(attributes: Mapping[str, object]) -> dict[str, AttributeVal
         if value is None:
             checked[name] = None
         elif name in CONTEXT_ATTRIBUTES:
-            if name == "time" and isinstance(value, datetime):
-                value = format_timestamp(value)
-            checked[name] = _check_context(name, value)
+            given = format_timestamp(value) if isinstance(value, datetime) else value
+            checked[name] = _check_context(name, given)
         elif name == "data":
             raise InvalidEventError(name, "reserved", "is the event's data, not an attribute")
         else:

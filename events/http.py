@@ -236,10 +236,7 @@ def to_binary(event: CloudEvent) -> tuple[dict[str, str], bytes]:
     for name, value in event.attributes.items():
         if name == "datacontenttype":
             continue
-        if isinstance(value, bool):
-            text = "true" if value else "false"
-        else:
-            text = str(value)
+        text = ("true" if value else "false") if isinstance(value, bool) else str(value)
         headers["ce-" + name] = _percent_encode(text)
     data = event.data
     if content_type is not None:

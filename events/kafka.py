@@ -74,9 +74,9 @@ def to_kafka(event: CloudEvent) -> KafkaRecord:
     if content_type is not None:
         headers.append((_CONTENT_TYPE, content_type.encode("utf-8")))
     key = event.attributes.get(PARTITION_KEY)
-    value = None if event.data is None else encode_data(event.data, content_type)
+    payload = None if event.data is None else encode_data(event.data, content_type)
     return KafkaRecord(
-        value=value,
+        value=payload,
         headers=tuple(headers),
         key=None if key is None else str(key).encode("utf-8"),
     )
@@ -120,4 +120,3 @@ def from_kafka(record: KafkaRecord) -> CloudEvent:
     checked = validate_attributes(attributes)
     data = decode_data(record.value or b"", content_type)
     return CloudEvent._trusted(checked, data)
-

@@ -34,7 +34,11 @@ def send_event(
     request = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
-            status, answer_headers, answer = response.status, dict(response.headers), response.read()
+            status, answer_headers, answer = (
+                response.status,
+                dict(response.headers),
+                response.read(),
+            )
     except urllib.error.HTTPError as error:
         status, answer_headers, answer = error.code, dict(error.headers), error.read()
     reply: CloudEvent | None = None

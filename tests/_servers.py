@@ -27,7 +27,9 @@ def wait_for_port(port: int, *, host: str = "127.0.0.1", timeout: float = 10.0) 
                 return
         except OSError:
             if time.monotonic() > deadline:
-                raise AssertionError(f"nothing listened on {host}:{port} within {timeout}s") from None
+                raise AssertionError(
+                    f"nothing listened on {host}:{port} within {timeout}s"
+                ) from None
             time.sleep(0.01)
 
 
@@ -57,8 +59,21 @@ def _spawn_redis(port: int) -> subprocess.Popen[bytes]:
         raise RuntimeError("redis-server not found")
     workdir = tempfile.mkdtemp(prefix="agentfn-redis-")
     return subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", workdir, "--daemonize", "no"],
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            workdir,
+            "--daemonize",
+            "no",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -10,8 +10,13 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def wait_until(condition: Callable[[], T], *, timeout: float = 10.0, interval: float = 0.01,
-               message: str = "condition") -> T:
+def wait_until(
+    condition: Callable[[], T],
+    *,
+    timeout: float = 10.0,
+    interval: float = 0.01,
+    message: str = "condition",
+) -> T:
     """Poll ``condition`` until it returns a truthy value; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -23,8 +28,13 @@ def wait_until(condition: Callable[[], T], *, timeout: float = 10.0, interval: f
         time.sleep(interval)
 
 
-async def async_wait_until(condition: Callable[[], T | Awaitable[T]], *, timeout: float = 10.0,
-                           interval: float = 0.01, message: str = "condition") -> T:
+async def async_wait_until(
+    condition: Callable[[], T | Awaitable[T]],
+    *,
+    timeout: float = 10.0,
+    interval: float = 0.01,
+    message: str = "condition",
+) -> T:
     """Async :func:`wait_until`; ``condition`` may be a coroutine function."""
     deadline = time.monotonic() + timeout
     while True:

@@ -15,7 +15,9 @@ SHARED_SPEC = Path(__file__).resolve().parents[1].parent / "shared" / "spec"
 def shared_spec() -> Path:
     """``../shared/spec`` beside the project; tests that need it skip where it is absent."""
     if not SHARED_SPEC.is_dir():
-        pytest.skip(f"reference data not found at {SHARED_SPEC} (../shared/spec beside the project)")
+        pytest.skip(
+            f"reference data not found at {SHARED_SPEC} (../shared/spec beside the project)"
+        )
     return SHARED_SPEC
 
 
@@ -25,7 +27,9 @@ def redis_session() -> Iterator[RedisServer]:
     import os
 
     if not os.environ.get("REDIS_URL") and shutil.which("redis-server") is None:
-        pytest.fail("redis-server is not installed and REDIS_URL is not set; `make test` installs it")
+        pytest.fail(
+            "redis-server is not installed and REDIS_URL is not set; `make test` installs it"
+        )
     with redis_server() as server:
         yield server
 

@@ -50,11 +50,23 @@ async def _serve(server: BrokerServer, host: str, port: int) -> None:
 def broker(
     port: Annotated[int, typer.Option(help="Ingress port")] = 8080,
     host: Annotated[str, typer.Option(help="Interface to bind")] = "127.0.0.1",
-    data_dir: Annotated[Path, typer.Option(help="Where the embedded event log lives")] = Path(".data/broker"),
-    triggers: Annotated[list[Path] | None, typer.Option("--triggers", help="YAML with Broker/Trigger objects (repeatable)")] = None,
-    service: Annotated[list[str] | None, typer.Option("--service", help="NAME=URL for subscriber refs (repeatable)")] = None,
-    max_body: Annotated[int | None, typer.Option(help="Largest accepted request in bytes (>= 65536)")] = None,
-    fsync: Annotated[bool | None, typer.Option("--fsync/--no-fsync", help="fsync every group commit")] = None,
+    data_dir: Annotated[Path, typer.Option(help="Where the embedded event log lives")] = Path(
+        ".data/broker"
+    ),
+    triggers: Annotated[
+        list[Path] | None,
+        typer.Option("--triggers", help="YAML with Broker/Trigger objects (repeatable)"),
+    ] = None,
+    service: Annotated[
+        list[str] | None,
+        typer.Option("--service", help="NAME=URL for subscriber refs (repeatable)"),
+    ] = None,
+    max_body: Annotated[
+        int | None, typer.Option(help="Largest accepted request in bytes (>= 65536)")
+    ] = None,
+    fsync: Annotated[
+        bool | None, typer.Option("--fsync/--no-fsync", help="fsync every group commit")
+    ] = None,
 ) -> None:
     """Run the embedded broker: Knative ingress, Triggers, retries, replies, dead letters."""
     overrides: dict[str, object] = {}

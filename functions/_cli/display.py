@@ -1,4 +1,4 @@
-"""``agentfn display``: a sink that prints every CloudEvent it receives (Knative's event-display)."""
+"""``agentfn display``: print each CloudEvent received (like Knative's event-display)."""
 
 from __future__ import annotations
 

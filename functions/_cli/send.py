@@ -36,13 +36,24 @@ def _parse_extensions(pairs: list[str]) -> dict[str, str]:
 
 
 def send(
-    url: Annotated[str, typer.Argument(help="Where to POST, e.g. http://localhost:8080/default/default")],
+    url: Annotated[
+        str, typer.Argument(help="Where to POST, e.g. http://localhost:8080/default/default")
+    ],
     event_type: Annotated[str, typer.Option("--type", "-t", help="CloudEvent type")],
-    source: Annotated[str, typer.Option("--source", "-s", help="CloudEvent source (URI-reference)")] = "/agentfn/cli",
+    source: Annotated[
+        str, typer.Option("--source", "-s", help="CloudEvent source (URI-reference)")
+    ] = "/agentfn/cli",
     data: Annotated[str | None, typer.Option("--data", "-d", help="JSON data, or @file")] = None,
-    extension: Annotated[list[str] | None, typer.Option("--extension", "-e", help="k=v extension attribute, repeatable")] = None,
-    event_id: Annotated[str | None, typer.Option("--id", help="Event id (default: a new UUIDv7)")] = None,
-    structured: Annotated[bool, typer.Option("--structured", help="Send in structured mode instead of binary")] = False,
+    extension: Annotated[
+        list[str] | None,
+        typer.Option("--extension", "-e", help="k=v extension attribute, repeatable"),
+    ] = None,
+    event_id: Annotated[
+        str | None, typer.Option("--id", help="Event id (default: a new UUIDv7)")
+    ] = None,
+    structured: Annotated[
+        bool, typer.Option("--structured", help="Send in structured mode instead of binary")
+    ] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the answer")] = 10.0,
 ) -> None:
     """POST one CloudEvent (binary mode by default) and print the status and any reply event."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import json
 import os
 import signal
@@ -23,10 +24,10 @@ import aiohttp
 import pytest
 import yaml
 
+from brokers.config import parse_documents
 from brokers.log import EventLog
 from brokers.server import BrokerServer
 from brokers.settings import BrokerSettings
-from brokers.config import parse_documents
 from events import CloudEvent, to_batch, to_binary, to_structured
 from events.extensions import (
     KNATIVE_BROKER_TTL,
@@ -61,10 +62,17 @@ def trigger(
     metadata: dict[str, Any] = {"name": name}
     if annotations:
         metadata["annotations"] = dict(annotations)
-    return {"apiVersion": "eventing.knative.dev/v1", "kind": "Trigger", "metadata": metadata, "spec": spec}
+    return {
+        "apiVersion": "eventing.knative.dev/v1",
+        "kind": "Trigger",
+        "metadata": metadata,
+        "spec": spec,
+    }
 
 
-def event(type_: str = "test.event", source: str = "/tests", data: Any = None, **ext: object) -> CloudEvent:
+def event(
+    type_: str = "test.event", source: str = "/tests", data: Any = None, **ext: object
+) -> CloudEvent:
     return CloudEvent.new(type_, source, {"n": 1} if data is None else data, **ext)
 
 
@@ -80,7 +88,9 @@ class RunningBroker:
         total = 0.0
         for family in self.server.metrics.registry.collect():
             for sample in family.samples:
-                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                if sample.name == name and all(
+                    sample.labels.get(k) == v for k, v in labels.items()
+                ):
                     total += sample.value
         return total
 
@@ -117,13 +127,15 @@ class Harness:
         port = await server.listen("127.0.0.1", 0)
         return RunningBroker(server, port)
 
-    async def post(self, url: str, headers: Mapping[str, str], body: bytes) -> tuple[int, dict[str, str], bytes]:
+    async def post(
+        self, url: str, headers: Mapping[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
         async with self.session.post(url, headers=dict(headers), data=body) as response:
             return response.status, dict(response.headers), await response.read()
 
     async def send(self, url: str, ev: CloudEvent, mode: str = "binary") -> int:
         headers, body = to_structured(ev) if mode == "structured" else to_binary(ev)
-        status, _, answer = await self.post(url, headers, body)
+        status, _, _ = await self.post(url, headers, body)
         return status
 
     async def close(self) -> None:
@@ -136,7 +148,7 @@ class Harness:
 
 def gaps(sub: Subscriber, event_id: str) -> list[float]:
     times = [a.at for a in sub.arrivals if a.event.id == event_id]
-    return [b - a for a, b in zip(times, times[1:], strict=False)]
+    return [b - a for a, b in itertools.pairwise(times)]
 
 
 class BrokerContract:
@@ -166,7 +178,9 @@ class BrokerContract:
 
     # -- ingress status codes ------------------------------------------------------------------
 
-    async def test_binary_structured_and_batch_are_accepted_and_delivered(self, harness: Harness) -> None:
+    async def test_binary_structured_and_batch_are_accepted_and_delivered(
+        self, harness: Harness
+    ) -> None:
         sub = await harness.subscriber()
         broker = await harness.broker([trigger("all", sub.url)])
         a, b, c, d = (event(data={"i": i}) for i in range(4))
@@ -205,15 +219,21 @@ class BrokerContract:
         sub = await harness.subscriber()
         broker = await harness.broker([trigger("all", sub.url)])
         good = event()
-        members = [json.loads(to_structured(good)[1]), {"specversion": "1.0", "id": "x", "type": "t"}]
+        members = [
+            json.loads(to_structured(good)[1]),
+            {"specversion": "1.0", "id": "x", "type": "t"},
+        ]
         body = json.dumps(members).encode()
         status, _, answer = await harness.post(
             broker.url(), {"content-type": "application/cloudevents-batch+json"}, body
         )
         assert status == 400
         assert json.loads(answer) | {"message": ""} == {
-            "error": "invalid CloudEvent", "attribute": "source", "rule": "required",
-            "index": 1, "message": "",
+            "error": "invalid CloudEvent",
+            "attribute": "source",
+            "rule": "required",
+            "index": 1,
+            "message": "",
         }
         marker = event(type_="marker")
         assert await harness.send(broker.url(), marker) == 202
@@ -223,7 +243,9 @@ class BrokerContract:
     async def test_unknown_broker_is_404(self, harness: Harness) -> None:
         broker = await harness.broker()
         assert await harness.send(broker.url("default", "nope"), event()) == 404
-        assert await harness.send(f"http://127.0.0.1:{broker.port}/just-one-segment", event()) == 404
+        assert (
+            await harness.send(f"http://127.0.0.1:{broker.port}/just-one-segment", event()) == 404
+        )
 
     async def test_other_methods_are_405_and_options_200(self, harness: Harness) -> None:
         broker = await harness.broker()
@@ -238,7 +260,9 @@ class BrokerContract:
     async def test_body_over_the_limit_is_413(self, harness: Harness) -> None:
         limit = 64 * 1024
         sub = await harness.subscriber()
-        broker = await harness.broker([trigger("all", sub.url)], settings=BrokerSettings(max_body_bytes=limit))
+        broker = await harness.broker(
+            [trigger("all", sub.url)], settings=BrokerSettings(max_body_bytes=limit)
+        )
         too_big = event(data={"blob": "x" * limit})
         assert await harness.send(broker.url(), too_big) == 413
         # Chunked, without a content-length: the limit holds while reading.
@@ -259,7 +283,9 @@ class BrokerContract:
 
     async def test_not_a_cloudevent_is_415(self, harness: Harness) -> None:
         broker = await harness.broker()
-        status, _, body = await harness.post(broker.url(), {"content-type": "application/json"}, b"{}")
+        status, _, body = await harness.post(
+            broker.url(), {"content-type": "application/json"}, b"{}"
+        )
         assert status == 415
         assert json.loads(body)["attribute"] == "content-type"
         status, _, _ = await harness.post(
@@ -288,7 +314,10 @@ class BrokerContract:
         await harness.post(broker.url(), {"content-type": "application/json"}, b"{}")
         async with harness.session.get(f"http://127.0.0.1:{broker.port}/metrics") as response:
             text = await response.text()
-        assert 'broker_ingress_event_count_total{broker_name="default",namespace_name="default",response_code="202",response_code_class="2xx"} 1.0' in text
+        assert (
+            'broker_ingress_event_count_total{broker_name="default",namespace_name="default",'
+            'response_code="202",response_code_class="2xx"} 1.0' in text
+        )
         assert 'response_code="415"' in text
 
     # -- filters -------------------------------------------------------------------------------
@@ -305,15 +334,24 @@ class BrokerContract:
             "exact-b": {"filters": [{"exact": {"type": "type.b"}}]},
             "prefix": {"filters": [{"prefix": {"type": "type."}}]},
             "suffix": {"filters": [{"suffix": {"source": "/y"}}]},
-            "all": {"filters": [{"all": [{"exact": {"type": "type.a"}}, {"exact": {"tenant": "blue"}}]}]},
-            "any-of": {"filters": [{"any": [{"exact": {"type": "type.b"}}, {"exact": {"source": "/x"}}]}]},
+            "all": {
+                "filters": [{"all": [{"exact": {"type": "type.a"}}, {"exact": {"tenant": "blue"}}]}]
+            },
+            "any-of": {
+                "filters": [{"any": [{"exact": {"type": "type.b"}}, {"exact": {"source": "/x"}}]}]
+            },
             "not-a": {"filters": [{"not": {"exact": {"type": "type.a"}}}]},
-            "filters-win": {"attributes": {"type": "type.a"}, "filters": [{"exact": {"type": "type.b"}}]},
+            "filters-win": {
+                "attributes": {"type": "type.a"},
+                "filters": [{"exact": {"type": "type.b"}}],
+            },
             "case-sensitive": {"attributes": {"type": "TYPE.A"}},
         }
         subs = {name: await harness.subscriber(name=name) for name in cases}
         docs = [
-            trigger(name, subs[name].url, attributes=spec.get("attributes"), filters=spec.get("filters"))
+            trigger(
+                name, subs[name].url, attributes=spec.get("attributes"), filters=spec.get("filters")
+            )
             for name, spec in cases.items()
         ]
         broker = await harness.broker(docs)
@@ -343,8 +381,10 @@ class BrokerContract:
             "case-sensitive": set(),
         }
         total = sum(len(v) for v in expected.values())
-        await async_wait_until(lambda: sum(len(s.arrivals) for s in subs.values()) >= total,
-                               message=f"{total} deliveries")
+        await async_wait_until(
+            lambda: sum(len(s.arrivals) for s in subs.values()) >= total,
+            message=f"{total} deliveries",
+        )
         # The marker proves the broker is past every event: nothing more is coming.
         for name, sub in subs.items():
             ids = {k for k, ev in sent.items() if ev.id in sub.ids()}
@@ -353,7 +393,9 @@ class BrokerContract:
 
     # -- delivery ------------------------------------------------------------------------------
 
-    async def test_flaky_subscriber_gets_one_delivery_on_the_backoff_schedule(self, harness: Harness) -> None:
+    async def test_flaky_subscriber_gets_one_delivery_on_the_backoff_schedule(
+        self, harness: Harness
+    ) -> None:
         failures = 4
 
         def flaky(_: CloudEvent, n: int) -> Answer:
@@ -365,26 +407,46 @@ class BrokerContract:
 
         sub = await harness.subscriber(flaky)
         delay = 0.05
-        broker = await harness.broker([trigger(
-            "flaky", sub.url,
-            delivery={"retry": 10, "backoffPolicy": "exponential", "backoffDelay": f"PT{delay}S"},
-        )])
+        broker = await harness.broker(
+            [
+                trigger(
+                    "flaky",
+                    sub.url,
+                    delivery={
+                        "retry": 10,
+                        "backoffPolicy": "exponential",
+                        "backoffDelay": f"PT{delay}S",
+                    },
+                )
+            ]
+        )
         ev = event()
         assert await harness.send(broker.url(), ev) == 202
-        await async_wait_until(lambda: sub.seen.get(ev.id) == failures + 2, timeout=15, message="success")
+        await async_wait_until(
+            lambda: sub.seen.get(ev.id) == failures + 2, timeout=15, message="success"
+        )
         measured = gaps(sub, ev.id)
         expected = [delay * 2**k for k in range(1, failures + 2)]
         for got, want in zip(measured, expected, strict=True):
             assert abs(got - want) <= 0.1 * want, (measured, expected)
         await asyncio.sleep(expected[-1] * 2)  # a further attempt would be due by now
         assert sub.seen[ev.id] == failures + 2
-        assert broker.metric("broker_filter_event_retry_count_total", trigger_name="flaky") == failures + 1
+        assert (
+            broker.metric("broker_filter_event_retry_count_total", trigger_name="flaky")
+            == failures + 1
+        )
 
     async def test_linear_backoff_schedule(self, harness: Harness) -> None:
         sub = await harness.subscriber(lambda _, n: Answer(500 if n <= 3 else 202))
-        broker = await harness.broker([trigger(
-            "linear", sub.url, delivery={"retry": 5, "backoffPolicy": "linear", "backoffDelay": "PT0.1S"},
-        )])
+        broker = await harness.broker(
+            [
+                trigger(
+                    "linear",
+                    sub.url,
+                    delivery={"retry": 5, "backoffPolicy": "linear", "backoffDelay": "PT0.1S"},
+                )
+            ]
+        )
         ev = event()
         assert await harness.send(broker.url(), ev) == 202
         await async_wait_until(lambda: sub.seen.get(ev.id) == 4, timeout=10, message="4 attempts")
@@ -399,24 +461,46 @@ class BrokerContract:
             lambda _, n: Answer(503, headers=[(b"retry-after", b"30")]) if n == 1 else Answer(202)
         )
         policy = {"retry": 3, "backoffDelay": "PT0.01S"}
-        broker = await harness.broker([
-            trigger("honour", sub.url, delivery=policy, attributes={"type": "honour"}),
-            trigger("cap", capped.url, delivery=policy | {"retryAfterMax": "PT0.5S"}, attributes={"type": "cap"}),
-        ])
+        broker = await harness.broker(
+            [
+                trigger("honour", sub.url, delivery=policy, attributes={"type": "honour"}),
+                trigger(
+                    "cap",
+                    capped.url,
+                    delivery=policy | {"retryAfterMax": "PT0.5S"},
+                    attributes={"type": "cap"},
+                ),
+            ]
+        )
         one, two = event("honour"), event("cap")
         assert await harness.send(broker.url(), one) == 202
         assert await harness.send(broker.url(), two) == 202
-        await async_wait_until(lambda: sub.seen.get(one.id) == 2 and capped.seen.get(two.id) == 2,
-                               timeout=10, message="second attempts")
+        await async_wait_until(
+            lambda: sub.seen.get(one.id) == 2 and capped.seen.get(two.id) == 2,
+            timeout=10,
+            message="second attempts",
+        )
         assert 0.95 <= gaps(sub, one.id)[0] <= 1.3
         assert 0.45 <= gaps(capped, two.id)[0] <= 0.8
 
-    async def test_non_retryable_422_goes_once_to_the_dead_letter_sink(self, harness: Harness) -> None:
+    async def test_non_retryable_422_goes_once_to_the_dead_letter_sink(
+        self, harness: Harness
+    ) -> None:
         sub = await harness.subscriber(lambda *_: Answer(422, body=b'{"detail":"bad payload"}'))
         dls = await harness.subscriber(name="dls")
-        broker = await harness.broker([trigger(
-            "strict", sub.url, delivery={"retry": 5, "backoffDelay": "PT0.01S", "deadLetterSink": {"uri": dls.url}},
-        )])
+        broker = await harness.broker(
+            [
+                trigger(
+                    "strict",
+                    sub.url,
+                    delivery={
+                        "retry": 5,
+                        "backoffDelay": "PT0.01S",
+                        "deadLetterSink": {"uri": dls.url},
+                    },
+                )
+            ]
+        )
         ev = event()
         assert await harness.send(broker.url(), ev) == 202
         await async_wait_until(lambda: dls.arrivals, message="a dead letter")
@@ -424,27 +508,52 @@ class BrokerContract:
         assert sub.seen[ev.id] == 1
         assert len(dls.arrivals) == 1
         letter = dls.arrivals[0].event
-        assert letter.id == ev.id and letter.data == ev.data
+        assert letter.id == ev.id
+        assert letter.data == ev.data
         assert letter.attributes[KNATIVE_ERROR_DEST] == sub.url
         assert letter.attributes[KNATIVE_ERROR_CODE] == "422"
-        assert base64.b64decode(str(letter.attributes[KNATIVE_ERROR_DATA])) == b'{"detail":"bad payload"}'
+        assert (
+            base64.b64decode(str(letter.attributes[KNATIVE_ERROR_DATA]))
+            == b'{"detail":"bad payload"}'
+        )
 
     async def test_error_data_is_cut_to_1024_bytes(self, harness: Harness) -> None:
         sub = await harness.subscriber(lambda *_: Answer(400, body=b"e" * 5000))
         dls = await harness.subscriber(name="dls")
-        broker = await harness.broker([trigger(
-            "cut", sub.url, delivery={"retry": 0, "deadLetterSink": {"uri": dls.url}},
-        )])
+        broker = await harness.broker(
+            [
+                trigger(
+                    "cut",
+                    sub.url,
+                    delivery={"retry": 0, "deadLetterSink": {"uri": dls.url}},
+                )
+            ]
+        )
         assert await harness.send(broker.url(), event()) == 202
         await async_wait_until(lambda: dls.arrivals, message="a dead letter")
-        assert base64.b64decode(str(dls.arrivals[0].event.attributes[KNATIVE_ERROR_DATA])) == b"e" * 1024
+        assert (
+            base64.b64decode(str(dls.arrivals[0].event.attributes[KNATIVE_ERROR_DATA]))
+            == b"e" * 1024
+        )
 
-    async def test_unreachable_subscriber_dead_letter_carries_the_destination(self, harness: Harness) -> None:
+    async def test_unreachable_subscriber_dead_letter_carries_the_destination(
+        self, harness: Harness
+    ) -> None:
         dls = await harness.subscriber(name="dls")
         nowhere = f"http://127.0.0.1:{free_port()}/agent"
-        broker = await harness.broker([trigger(
-            "gone", nowhere, delivery={"retry": 2, "backoffDelay": "PT0.01S", "deadLetterSink": {"uri": dls.url}},
-        )])
+        broker = await harness.broker(
+            [
+                trigger(
+                    "gone",
+                    nowhere,
+                    delivery={
+                        "retry": 2,
+                        "backoffDelay": "PT0.01S",
+                        "deadLetterSink": {"uri": dls.url},
+                    },
+                )
+            ]
+        )
         ev = event()
         assert await harness.send(broker.url(), ev) == 202
         await async_wait_until(lambda: dls.arrivals, timeout=10, message="a dead letter")
@@ -452,14 +561,31 @@ class BrokerContract:
         assert letter.id == ev.id
         assert letter.attributes[KNATIVE_ERROR_DEST] == nowhere
         assert KNATIVE_ERROR_CODE not in letter.attributes
-        assert broker.metric("broker_filter_event_count_total", trigger_name="gone", response_code="none") == 3
+        assert (
+            broker.metric(
+                "broker_filter_event_count_total", trigger_name="gone", response_code="none"
+            )
+            == 3
+        )
 
-    async def test_exhausted_retries_go_to_the_sink_with_the_last_status(self, harness: Harness) -> None:
+    async def test_exhausted_retries_go_to_the_sink_with_the_last_status(
+        self, harness: Harness
+    ) -> None:
         sub = await harness.subscriber(lambda *_: Answer(500, body=b"boom"))
         dls = await harness.subscriber(name="dls")
-        broker = await harness.broker([trigger(
-            "failing", sub.url, delivery={"retry": 3, "backoffDelay": "PT0.01S", "deadLetterSink": {"uri": dls.url}},
-        )])
+        broker = await harness.broker(
+            [
+                trigger(
+                    "failing",
+                    sub.url,
+                    delivery={
+                        "retry": 3,
+                        "backoffDelay": "PT0.01S",
+                        "deadLetterSink": {"uri": dls.url},
+                    },
+                )
+            ]
+        )
         ev = event()
         assert await harness.send(broker.url(), ev) == 202
         await async_wait_until(lambda: dls.arrivals, timeout=10, message="a dead letter")
@@ -469,20 +595,40 @@ class BrokerContract:
     async def test_failing_dead_letter_sink_is_retried(self, harness: Harness) -> None:
         sub = await harness.subscriber(lambda *_: Answer(400))
         dls = await harness.subscriber(lambda _, n: Answer(503 if n <= 2 else 202), name="dls")
-        broker = await harness.broker([trigger(
-            "s", sub.url, delivery={"retry": 3, "backoffDelay": "PT0.01S", "deadLetterSink": {"uri": dls.url}},
-        )])
+        broker = await harness.broker(
+            [
+                trigger(
+                    "s",
+                    sub.url,
+                    delivery={
+                        "retry": 3,
+                        "backoffDelay": "PT0.01S",
+                        "deadLetterSink": {"uri": dls.url},
+                    },
+                )
+            ]
+        )
         ev = event()
         assert await harness.send(broker.url(), ev) == 202
-        await async_wait_until(lambda: dls.seen.get(ev.id) == 3, timeout=10, message="sink accepted")
-        assert broker.metric("broker_filter_dead_letter_count_total", trigger_name="s", outcome="sent") == 1
+        await async_wait_until(
+            lambda: dls.seen.get(ev.id) == 3, timeout=10, message="sink accepted"
+        )
+        assert (
+            broker.metric("broker_filter_dead_letter_count_total", trigger_name="s", outcome="sent")
+            == 1
+        )
 
     async def test_without_a_sink_the_event_is_dropped_and_counted(self, harness: Harness) -> None:
         sub = await harness.subscriber(lambda *_: Answer(400))
         broker = await harness.broker([trigger("s", sub.url, delivery={"retry": 0})])
         assert await harness.send(broker.url(), event()) == 202
         await async_wait_until(
-            lambda: broker.metric("broker_filter_dead_letter_count_total", trigger_name="s", outcome="dropped") == 1,
+            lambda: (
+                broker.metric(
+                    "broker_filter_dead_letter_count_total", trigger_name="s", outcome="dropped"
+                )
+                == 1
+            ),
             message="the drop is counted",
         )
 
@@ -490,10 +636,20 @@ class BrokerContract:
         sub = await harness.subscriber(lambda *_: Answer(500))
         dls = await harness.subscriber(name="dls")
         docs = [
-            {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker",
-             "metadata": {"name": "other", "namespace": "team"},
-             "spec": {"delivery": {"retry": 1, "backoffDelay": "PT0.01S", "deadLetterSink": {"uri": dls.url}}}},
-            trigger("t", sub.url, broker="other") | {"metadata": {"name": "t", "namespace": "team"}},
+            {
+                "apiVersion": "eventing.knative.dev/v1",
+                "kind": "Broker",
+                "metadata": {"name": "other", "namespace": "team"},
+                "spec": {
+                    "delivery": {
+                        "retry": 1,
+                        "backoffDelay": "PT0.01S",
+                        "deadLetterSink": {"uri": dls.url},
+                    }
+                },
+            },
+            trigger("t", sub.url, broker="other")
+            | {"metadata": {"name": "t", "namespace": "team"}},
         ]
         broker = await harness.broker(docs)
         ev = event()
@@ -523,16 +679,20 @@ class BrokerContract:
 
     async def test_reply_chain_a_b_c(self, harness: Harness) -> None:
         def step(next_type: str) -> Any:
-            return lambda ev, _: Answer(200, reply=CloudEvent.new(next_type, "/agent", {"from": ev.type}))
+            return lambda ev, _: Answer(
+                200, reply=CloudEvent.new(next_type, "/agent", {"from": ev.type})
+            )
 
         a = await harness.subscriber(step("chain.b"), "a")
         b = await harness.subscriber(step("chain.c"), "b")
         c = await harness.subscriber(name="c")
-        broker = await harness.broker([
-            trigger("a", a.url, attributes={"type": "chain.a"}),
-            trigger("b", b.url, attributes={"type": "chain.b"}),
-            trigger("c", c.url, attributes={"type": "chain.c"}),
-        ])
+        broker = await harness.broker(
+            [
+                trigger("a", a.url, attributes={"type": "chain.a"}),
+                trigger("b", b.url, attributes={"type": "chain.b"}),
+                trigger("c", c.url, attributes={"type": "chain.c"}),
+            ]
+        )
         assert await harness.send(broker.url(), event("chain.a")) == 202
         await async_wait_until(lambda: c.arrivals, message="the end of the chain")
         final = c.arrivals[0].event
@@ -542,42 +702,73 @@ class BrokerContract:
 
     async def test_reply_loop_is_stopped_by_the_ttl(self, harness: Harness) -> None:
         def ping(ev: CloudEvent, _: int) -> Answer:
-            return Answer(200, reply=CloudEvent.new("loop.ping", "/pinger", {"hop": ev.data["hop"] + 1}))
+            return Answer(
+                200, reply=CloudEvent.new("loop.ping", "/pinger", {"hop": ev.data["hop"] + 1})
+            )
 
         sub = await harness.subscriber(ping)
         broker = await harness.broker([trigger("loop", sub.url, attributes={"type": "loop.ping"})])
         start = event("loop.ping", data={"hop": 0}, **{KNATIVE_BROKER_TTL: 5})
         assert await harness.send(broker.url(), start) == 202
         await async_wait_until(
-            lambda: broker.metric("broker_filter_ttl_exhausted_count_total", trigger_name="loop") == 1,
+            lambda: (
+                broker.metric("broker_filter_ttl_exhausted_count_total", trigger_name="loop") == 1
+            ),
             message="the loop to be cut",
         )
         assert [e.data["hop"] for e in sub.events()] == [0, 1, 2, 3, 4]
 
     async def test_default_ttl_stops_an_unbounded_loop(self, harness: Harness) -> None:
-        sub = await harness.subscriber(lambda ev, _: Answer(200, reply=CloudEvent.new("loop", "/p", {})))
+        sub = await harness.subscriber(
+            lambda ev, _: Answer(200, reply=CloudEvent.new("loop", "/p", {}))
+        )
         broker = await harness.broker([trigger("loop", sub.url, attributes={"type": "loop"})])
         assert await harness.send(broker.url(), event("loop")) == 202
         await async_wait_until(
-            lambda: broker.metric("broker_filter_ttl_exhausted_count_total", trigger_name="loop") == 1,
-            timeout=30, message="the loop to be cut",
+            lambda: (
+                broker.metric("broker_filter_ttl_exhausted_count_total", trigger_name="loop") == 1
+            ),
+            timeout=30,
+            message="the loop to be cut",
         )
         assert len(sub.arrivals) == 255
 
-    async def test_2xx_without_body_is_no_reply_and_non_event_body_is_502(self, harness: Harness) -> None:
+    async def test_2xx_without_body_is_no_reply_and_non_event_body_is_502(
+        self, harness: Harness
+    ) -> None:
         quiet = await harness.subscriber(lambda *_: Answer(204), "quiet")
-        garbage = await harness.subscriber(lambda _, n: Answer(200, body=b"hello") if n == 1 else Answer(202), "garbage")
+        garbage = await harness.subscriber(
+            lambda _, n: Answer(200, body=b"hello") if n == 1 else Answer(202), "garbage"
+        )
         watcher = await harness.subscriber(name="watcher")
-        broker = await harness.broker([
-            trigger("quiet", quiet.url, attributes={"type": "q"}),
-            trigger("garbage", garbage.url, attributes={"type": "g"}, delivery={"retry": 2, "backoffDelay": "PT0.01S"}),
-            trigger("watch", watcher.url, filters=[{"not": {"any": [{"exact": {"type": "q"}}, {"exact": {"type": "g"}}]}}]),
-        ])
+        broker = await harness.broker(
+            [
+                trigger("quiet", quiet.url, attributes={"type": "q"}),
+                trigger(
+                    "garbage",
+                    garbage.url,
+                    attributes={"type": "g"},
+                    delivery={"retry": 2, "backoffDelay": "PT0.01S"},
+                ),
+                trigger(
+                    "watch",
+                    watcher.url,
+                    filters=[
+                        {"not": {"any": [{"exact": {"type": "q"}}, {"exact": {"type": "g"}}]}}
+                    ],
+                ),
+            ]
+        )
         q, g = event("q"), event("g")
         assert await harness.send(broker.url(), q) == 202
         assert await harness.send(broker.url(), g) == 202
         await async_wait_until(lambda: garbage.seen.get(g.id) == 2, message="a retry after the 502")
-        assert broker.metric("broker_filter_event_count_total", trigger_name="garbage", response_code="502") == 1
+        assert (
+            broker.metric(
+                "broker_filter_event_count_total", trigger_name="garbage", response_code="502"
+            )
+            == 1
+        )
         marker = event("marker")
         assert await harness.send(broker.url(), marker) == 202
         await async_wait_until(lambda: watcher.arrivals, message="the marker")
@@ -601,10 +792,14 @@ class BrokerContract:
         sent = [event(data={"i": i}) for i in range(60)]
         for ev in sent:
             assert await harness.send(broker.url(), ev) == 202
-        await async_wait_until(lambda: len(fast.arrivals) == 60, timeout=10, message="the fast trigger")
+        await async_wait_until(
+            lambda: len(fast.arrivals) == 60, timeout=10, message="the fast trigger"
+        )
         assert len(slow.arrivals) == 4, "the slow subscriber holds only its own slots"
         release.set()
-        await async_wait_until(lambda: len(slow.arrivals) == 60, timeout=10, message="the slow trigger")
+        await async_wait_until(
+            lambda: len(slow.arrivals) == 60, timeout=10, message="the slow trigger"
+        )
 
     async def test_ordered_trigger_delivers_one_at_a_time_in_order(self, harness: Harness) -> None:
         in_flight = 0
@@ -619,15 +814,27 @@ class BrokerContract:
             return Answer(503 if ev.data["i"] % 3 == 0 and n == 1 else 202)
 
         sub = await harness.subscriber(flaky)
-        broker = await harness.broker([trigger(
-            "ordered", sub.url, delivery={"retry": 3, "backoffDelay": "PT0.01S"},
-            annotations={"kafka.eventing.knative.dev/delivery.order": "ordered"},
-        )])
+        broker = await harness.broker(
+            [
+                trigger(
+                    "ordered",
+                    sub.url,
+                    delivery={"retry": 3, "backoffDelay": "PT0.01S"},
+                    annotations={"kafka.eventing.knative.dev/delivery.order": "ordered"},
+                )
+            ]
+        )
         sent = [event(data={"i": i}, partitionkey="k") for i in range(20)]
         for ev in sent:
             assert await harness.send(broker.url(), ev) == 202
-        await async_wait_until(lambda: len({a.event.id for a in sub.arrivals}) == 20 and
-                               sub.arrivals[-1].event.id == sent[-1].id, timeout=15, message="all 20")
+        await async_wait_until(
+            lambda: (
+                len({a.event.id for a in sub.arrivals}) == 20
+                and sub.arrivals[-1].event.id == sent[-1].id
+            ),
+            timeout=15,
+            message="all 20",
+        )
         firsts: list[int] = []
         for arrival in sub.arrivals:
             if not firsts or firsts[-1] != arrival.event.data["i"]:
@@ -650,13 +857,21 @@ class BrokerContract:
 
         sub = await harness.subscriber(gated)
         triggers = tmp_path / "triggers.yaml"
-        triggers.write_text(yaml.safe_dump(trigger(
-            "durable", sub.url, delivery={"retry": 1000, "backoffPolicy": "linear", "backoffDelay": "PT0.05S"},
-        )))
+        triggers.write_text(
+            yaml.safe_dump(
+                trigger(
+                    "durable",
+                    sub.url,
+                    delivery={"retry": 1000, "backoffPolicy": "linear", "backoffDelay": "PT0.05S"},
+                )
+            )
+        )
         data_dir = tmp_path / "data"
         port = free_port()
         command = self.broker_command(data_dir, port, triggers)
-        proc = subprocess.Popen(command, cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            command, cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         try:
             await asyncio.to_thread(wait_for_port, port, timeout=20)
             url = f"http://127.0.0.1:{port}/default/default"
@@ -677,17 +892,25 @@ class BrokerContract:
             if proc.poll() is None:
                 proc.kill()
         release.set()
-        proc = subprocess.Popen(command, cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            command, cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         try:
-            await async_wait_until(lambda: set(accepted) <= {i for i, n in sub.seen.items()},
-                                   timeout=60, message="every accepted event after restart")
+            await async_wait_until(
+                lambda: set(accepted) <= {i for i, n in sub.seen.items()},
+                timeout=60,
+                message="every accepted event after restart",
+            )
         finally:
             proc.terminate()
             proc.wait(timeout=20)
 
 
 def json_ids(body: bytes) -> list[CloudEvent]:
-    return [CloudEvent.create({k: v for k, v in m.items() if k != "data"}, m.get("data")) for m in json.loads(body)]
+    return [
+        CloudEvent.create({k: v for k, v in m.items() if k != "data"}, m.get("data"))
+        for m in json.loads(body)
+    ]
 
 
 def agentfn_command() -> list[str]:

@@ -32,8 +32,16 @@ class TestEmbeddedBroker(BrokerContract):
         self._locks = []
 
     def broker_command(self, data_dir: Path, port: int, triggers: Path) -> list[str]:
-        return [*agentfn_command(), "broker", "--port", str(port), "--data-dir", str(data_dir),
-                "--triggers", str(triggers)]
+        return [
+            *agentfn_command(),
+            "broker",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data_dir),
+            "--triggers",
+            str(triggers),
+        ]
 
     @pytest.fixture(autouse=True)
     def _release_locks(self):  # type: ignore[no-untyped-def]

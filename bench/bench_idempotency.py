@@ -1,0 +1,170 @@
+"""Idempotency overhead of the agent runtime: events/s with dedupe off, embedded, and Redis.
+
+Every row is the same trivial typed agent (``bench.ping`` -> reply ``bench.pong``) served by
+uvicorn (uvloop + httptools) in its own process, loaded over loopback by this script (aiohttp,
+C keep-alive connections, every event a fresh id, so each one is claimed and completed). The
+``plain ASGI`` row is the floor: a raw ASGI app doing the same CloudEvent work by hand (parse,
+build the reply, answer binary mode) with no runtime at all.
+
+Run: ``python bench/bench_idempotency.py [--events N] [--concurrency 1,16]`` (about 30-60 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from tests._servers import free_port, redis_server, wait_for_port  # noqa: E402
+
+MODES = ("plain", "off", "embedded", "redis")
+LABELS = {
+    "plain": "plain ASGI (no runtime)",
+    "off": "runtime, dedupe off",
+    "embedded": "runtime, embedded dedupe",
+    "redis": "runtime, Redis dedupe",
+}
+
+
+# -- the server side (run in a child process) ----------------------------------------------------
+
+
+def _plain_app() -> Any:
+    from events import CloudEvent, from_http, to_binary
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        message = await receive()
+        body = message.get("body", b"")
+        while message.get("more_body", False):
+            message = await receive()
+            body += message.get("body", b"")
+        event = from_http(scope["headers"], body)[0]
+        reply = CloudEvent.new("bench.pong", "/bench/plain", {"n": event.data["n"] + 1})
+        headers, payload = to_binary(reply)
+        raw = [(k.encode(), v.encode()) for k, v in headers.items()]
+        raw.append((b"content-length", str(len(payload)).encode()))
+        await send({"type": "http.response.start", "status": 200, "headers": raw})
+        await send({"type": "http.response.body", "body": payload})
+
+    return app
+
+
+def _agent_app(mode: str, redis_url: str | None) -> Any:
+    from pydantic import BaseModel
+
+    from functions import Agent, Settings
+
+    class Ping(BaseModel):
+        n: int
+
+    class Pong(BaseModel):
+        n: int
+
+    agent = Agent("bench")
+
+    @agent.on("bench.ping", emits={"bench.pong": Pong})
+    async def ping(event: Ping) -> Pong:
+        return Pong(n=event.n + 1)
+
+    settings = Settings(idempotency=mode, redis_url=redis_url)  # type: ignore[arg-type]
+    return agent.app(settings=settings)
+
+
+def serve(mode: str, port: int, redis_url: str | None) -> None:
+    import uvicorn
+
+    app = _plain_app() if mode == "plain" else _agent_app(mode, redis_url)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False,
+                loop="uvloop", http="httptools", lifespan="on")
+
+
+# -- the load generator ----------------------------------------------------------------------------
+
+
+async def _load(url: str, events: int, concurrency: int, run: str) -> float:
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        counter = iter(range(events))
+
+        async def worker() -> None:
+            for i in counter:
+                headers = {
+                    "ce-specversion": "1.0",
+                    "ce-id": f"{run}-{i}",
+                    "ce-source": "/bench",
+                    "ce-type": "bench.ping",
+                    "content-type": "application/json",
+                }
+                async with session.post(url, data=b'{"n":1}', headers=headers) as response:
+                    await response.read()
+                    if response.status != 200:
+                        raise RuntimeError(f"{url} answered {response.status}")
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return events / (time.perf_counter() - started)
+
+
+def _measure(mode: str, redis_url: str | None, events: int, levels: list[int]) -> list[float]:
+    port = free_port()
+    argv = [sys.executable, __file__, "--serve", mode, "--port", str(port)]
+    if redis_url:
+        argv += ["--redis", redis_url]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    server = subprocess.Popen(argv, env=env)
+    try:
+        wait_for_port(port, timeout=20)
+        url = f"http://127.0.0.1:{port}/"
+        asyncio.run(_load(url, min(events, 500), 4, f"warm-{mode}"))  # warm-up
+        return [
+            asyncio.run(_load(url, events, level, f"{mode}-{level}-{time.time_ns()}"))
+            for level in levels
+        ]
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--events", type=int, default=4000)
+    parser.add_argument("--concurrency", default="1,16")
+    parser.add_argument("--serve", choices=MODES)
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--redis")
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve, args.port, args.redis)
+        return
+    levels = [int(c) for c in args.concurrency.split(",")]
+    results: dict[str, list[float]] = {}
+    with redis_server() as redis:
+        for mode in MODES:
+            results[mode] = _measure(
+                mode, redis.url if mode == "redis" else None, args.events, levels
+            )
+    print(f"\n{args.events} events per cell, events/s (vs plain ASGI), {os.cpu_count()} CPUs")
+    header = f"{'server':<28}" + "".join(f"{f'c={c}':>20}" for c in levels)
+    print(header)
+    print("-" * len(header))
+    for mode in MODES:
+        cells = "".join(
+            f"{rate:>10.0f} ({rate / results['plain'][i]:>5.0%})"
+            for i, rate in enumerate(results[mode])
+        )
+        print(f"{LABELS[mode]:<28}{cells}")
+
+
+if __name__ == "__main__":
+    main()
