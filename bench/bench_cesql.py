@@ -18,6 +18,7 @@ import argparse
 import sys
 import timeit
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,13 +84,13 @@ def main() -> None:
         value, errors = compiled.evaluate(EVENT)
         assert (value is True and not errors) or expression.startswith("missing"), expression
         timings = [
-            _ns_per_op(lambda c=compiled: c.matches(EVENT), args.repeat),
-            _ns_per_op(lambda c=compiled: c.evaluate(EVENT), args.repeat),
-            _ns_per_op(lambda e=expression: cesql.evaluate(e, EVENT), args.repeat),
+            _ns_per_op(partial(compiled.matches, EVENT), args.repeat),
+            _ns_per_op(partial(compiled.evaluate, EVENT), args.repeat),
+            _ns_per_op(partial(cesql.evaluate, expression, EVENT), args.repeat),
             _ns_per_op(_cold(expression), args.repeat),
         ]
         print(" ".join(f"{t:9.0f}" for t in timings), "", expression)
-    floor = _ns_per_op(lambda: _floor(EVENT), args.repeat)
+    floor = _ns_per_op(partial(_floor, EVENT), args.repeat)
     print(f"{floor:9.0f} {'':9} {'':9} {'':9}  hand-written Python predicate for the first filter")
 
 
