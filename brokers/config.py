@@ -122,6 +122,13 @@ def _destination(raw: Any, where: str) -> Destination:
     )
 
 
+def _duration(raw: Mapping[str, Any], key: str, where: str) -> float:
+    try:
+        return parse_duration(raw[key], field=f"{where}.{key}")
+    except ValueError as error:  # the message already names the document and the field
+        raise ConfigError(str(error)) from None
+
+
 def _delivery(raw: Any, where: str) -> DeliveryPolicy | None:
     if raw is None:
         return None
@@ -146,13 +153,11 @@ def _delivery(raw: Any, where: str) -> DeliveryPolicy | None:
         return DeliveryPolicy(
             retry=retry,
             backoff_policy=backoff_policy,
-            backoff_delay=parse_duration(raw["backoffDelay"], field=f"{where}.backoffDelay")
+            backoff_delay=_duration(raw, "backoffDelay", where)
             if "backoffDelay" in raw
             else KNATIVE_DEFAULT_DELIVERY.backoff_delay,
-            timeout=parse_duration(raw["timeout"], field=f"{where}.timeout")
-            if "timeout" in raw
-            else None,
-            retry_after_max=parse_duration(raw["retryAfterMax"], field=f"{where}.retryAfterMax")
+            timeout=_duration(raw, "timeout", where) if "timeout" in raw else None,
+            retry_after_max=_duration(raw, "retryAfterMax", where)
             if "retryAfterMax" in raw
             else None,
             dead_letter_sink=None
@@ -231,6 +236,8 @@ def parse_documents(documents: Iterable[Any]) -> Topology:
             raise ConfigError(f"{_where(doc)}: apiVersion must be {EVENTING_API}, not {api!r}")
         if kind == "Broker":
             broker = _broker(doc)
+            if (broker.namespace, broker.name) in brokers:
+                raise ConfigError(f"Broker {broker.namespace}/{broker.name}: declared twice")
             brokers[(broker.namespace, broker.name)] = broker
         else:
             trigger = _trigger(doc)

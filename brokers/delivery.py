@@ -66,7 +66,7 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # not str.isdigit alone: '²' is a digit
         return float(value)
     try:
         when = parsedate_to_datetime(value)

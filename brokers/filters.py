@@ -34,6 +34,8 @@ def match_all(_: Attributes) -> bool:
 
 
 def _text(value: object) -> str:
+    if value is None:  # `source:` with no value in YAML: Knative reads it as "", any value
+        return ""
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)

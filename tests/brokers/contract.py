@@ -391,6 +391,47 @@ class BrokerContract:
             assert ids == expected[name], name
             assert len(sub.arrivals) == len(ids), f"{name} got a duplicate"
 
+    async def test_cesql_filters_select_events_and_errors_never_match(
+        self, harness: Harness
+    ) -> None:
+        # Every expression also accepts the marker, sent last: once a Trigger has delivered
+        # it, the Trigger has judged every event before it.
+        cases = {
+            "orders": "type = 'marker' OR (type LIKE 'order.%' AND INT(priority) > 5)",
+            "blue-or-red": "type = 'marker' OR (tenant IN ('blue', 'red') XOR EXISTS urgent)",
+            "erroring": "INT(tenant) > 1",  # a cast error for every event but the marker
+            "missing": "nosuchattribute = 'x'",  # missingAttribute for all but the marker
+        }
+        subs = {name: await harness.subscriber(name=name) for name in cases}
+        broker = await harness.broker(
+            [trigger(name, subs[name].url, filters=[{"cesql": e}]) for name, e in cases.items()]
+        )
+        sent = {
+            "hi": event("order.created", priority="9", tenant="blue"),
+            "lo": event("order.created", priority="2", tenant="red", urgent="yes"),
+            "other": event("invoice.sent", priority="9", tenant="green"),
+        }
+        marker = event("marker", priority="1", tenant="7", nosuchattribute="x")
+        for ev in [*sent.values(), marker]:
+            assert await harness.send(broker.url(), ev) == 202
+        await async_wait_until(
+            lambda: all(marker.id in sub.ids() for sub in subs.values()), message="the markers"
+        )
+        assert sorted(subs["orders"].ids()) == sorted([sent["hi"].id, marker.id])
+        assert sorted(subs["blue-or-red"].ids()) == sorted([sent["hi"].id, marker.id])
+        assert subs["erroring"].ids() == [marker.id]
+        assert subs["missing"].ids() == [marker.id]
+
+    async def test_invalid_cesql_is_rejected_when_the_trigger_is_loaded(
+        self, harness: Harness
+    ) -> None:
+        with pytest.raises(
+            ValueError, match=r"Trigger default/bad: filters.cesql: .*line 1, column 15"
+        ):
+            await harness.broker(
+                [trigger("bad", "http://127.0.0.1:9/", filters=[{"cesql": "type = 'a' AND"}])]
+            )
+
     # -- delivery ------------------------------------------------------------------------------
 
     async def test_flaky_subscriber_gets_one_delivery_on_the_backoff_schedule(
