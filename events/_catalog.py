@@ -74,13 +74,8 @@ class EventCatalog:
     def to_event(self, payload: BaseModel, *, source: str, **attributes: object) -> CloudEvent:
         """A new event of the payload's registered type carrying it as JSON data."""
         event_type = self.type_of(type(payload))
-        return CloudEvent.new(
-            event_type,
-            source,
-            payload.model_dump(mode="json"),
-            datacontenttype=JSON_CONTENT_TYPE,
-            **attributes,
-        )
+        attributes.setdefault("datacontenttype", JSON_CONTENT_TYPE)
+        return CloudEvent.new(event_type, source, payload.model_dump(mode="json"), **attributes)
 
     def json_schema(self) -> dict[str, Any]:
         """One JSON Schema document: a ``$defs`` entry per model, keyed by event type."""
@@ -88,7 +83,12 @@ class EventCatalog:
         for event_type, model in self._models.items():
             schema = model.model_json_schema(ref_template="#/$defs/{model}")
             nested = schema.pop("$defs", {})
-            definitions.update(nested)
+            for name, definition in nested.items():
+                if definitions.get(name, definition) != definition:
+                    raise ValueError(
+                        f"two different models are both named {name!r}; rename one to export"
+                    )
+                definitions[name] = definition
             schema["x-cloudevents-type"] = event_type
             definitions[event_type] = schema
         return {

@@ -41,6 +41,7 @@ CONTEXT_ATTRIBUTES: Final = frozenset(
 #: three (Binary, URI, URI-reference, URI-template and Timestamp travel as their string form).
 AttributeValue: TypeAlias = str | bool | int
 
+_DAYS_IN_MONTH: Final = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 _INT32_MIN: Final = -(2**31)
 _INT32_MAX: Final = 2**31 - 1
 
@@ -90,8 +91,10 @@ def _is_rfc3339(value: str) -> bool:
     match = _RFC3339.fullmatch(value)
     if match is None:
         return False
-    year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
-    if not 1 <= month <= 12 or not 1 <= day <= calendar.monthrange(year, month)[1]:
+    year, month, day, hour, minute, second = map(int, match.group(1, 2, 3, 4, 5, 6))
+    if not 1 <= month <= 12 or day < 1:
+        return False
+    if day > _DAYS_IN_MONTH[month] and not (month == 2 and day == 29 and calendar.isleap(year)):
         return False
     # 60 is a leap second, which RFC 3339 allows.
     if hour > 23 or minute > 59 or second > 60:

@@ -96,7 +96,10 @@ def _text(value: str | bytes | None) -> str:
 
 def content_mode(headers: Headers) -> ContentMode | None:
     """Which content mode the request is in, or ``None`` if it carries no CloudEvent."""
-    normal = _normalise(headers)
+    return _mode(_normalise(headers))
+
+
+def _mode(normal: dict[str, str | bytes]) -> ContentMode | None:
     media = _text(normal.get("content-type")).split(";", 1)[0].strip().lower()
     if media.startswith("application/cloudevents-batch"):
         return ContentMode.BATCH
@@ -161,8 +164,8 @@ def event_from_json(member: object) -> CloudEvent:
     if not isinstance(member, dict):
         raise InvalidEventError("body", "json-object", "a structured event is a JSON object")
     attributes = dict(member)
-    has_data = "data" in attributes
     data = attributes.pop("data", None)
+    has_data = data is not None  # JSON null is absent, for data as for attributes
     encoded = attributes.pop("data_base64", None)
     if has_data and encoded is not None:
         raise InvalidEventError("data", "data-exclusive", "data and data_base64 are both set")
@@ -201,7 +204,7 @@ def from_http(headers: Headers, body: bytes) -> list[CloudEvent]:
     Raises :class:`UnsupportedContentModeError` when the message is no CloudEvent at all.
     """
     normal = _normalise(headers)
-    mode = content_mode(normal)
+    mode = _mode(normal)
     if mode is ContentMode.BINARY:
         return [_from_binary(normal, body)]
     if mode is None:
