@@ -19,37 +19,46 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from brokers._http1 import Http1Pool  # noqa: E402
 from tests._servers import free_port, wait_for_port  # noqa: E402
 
 
 async def _post_all(url: str, events: int, concurrency: int) -> float:
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        counter = iter(range(events))
-        started = time.perf_counter()
+    """POST ``events`` binary-mode events over ``concurrency`` keep-alive connections.
 
-        async def worker() -> None:
-            for i in counter:
-                headers = {
-                    "ce-specversion": "1.0",
-                    "ce-id": f"e{i}",
-                    "ce-source": "/bench",
-                    "ce-type": "bench.event",
-                    "ce-benchsent": str(time.time_ns()),
-                    "content-type": "application/json",
-                }
-                async with session.post(url, data=b'{"n":1}', headers=headers) as response:
-                    await response.read()
-                    if response.status >= 300:
-                        raise RuntimeError(f"{url} answered {response.status}")
+    The generator shares the machine's two cores with what it measures, so it uses the broker's
+    lean HTTP/1.1 client (~5x less CPU per request than aiohttp) for every case alike.
+    """
+    parts = urlsplit(url)
+    host, port, target = parts.hostname or "127.0.0.1", parts.port or 80, parts.path or "/"
+    pool = Http1Pool()
+    counter = iter(range(events))
+    started = time.perf_counter()
 
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return time.perf_counter() - started
+    async def worker() -> None:
+        for i in counter:
+            headers = {
+                "ce-specversion": "1.0",
+                "ce-id": f"e{i}",
+                "ce-source": "/bench",
+                "ce-type": "bench.event",
+                "ce-benchsent": str(time.time_ns()),
+                "content-type": "application/json",
+            }
+            response = await pool.post(host, port, target, headers, b'{"n":1}', timeout=30)
+            if response.status >= 300:
+                raise RuntimeError(f"{url} answered {response.status}")
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    pool.close()
+    return elapsed
 
 
 async def _stats(port: int, path: str = "/stats") -> dict[str, float]:
