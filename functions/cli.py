@@ -8,9 +8,12 @@ from typing import Annotated
 
 import typer
 
+from functions._cli.agents import agents
 from functions._cli.broker import broker
+from functions._cli.dev import dev
 from functions._cli.display import display
 from functions._cli.send import send
+from functions._cli.serve import serve
 
 __all__ = ["app", "main"]
 
@@ -53,7 +56,14 @@ def _root(
 app.command()(send)
 app.command()(display)
 app.command()(broker)
+app.command()(serve)
+app.command()(agents)
+app.command()(dev)
 
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

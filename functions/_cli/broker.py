@@ -13,6 +13,7 @@ from rich.console import Console
 
 from brokers.config import ConfigError, load_topology, parse_documents
 from brokers.embedded import SqliteEventLog
+from brokers.log import EventLog, StoreUnavailableError
 from brokers.server import BrokerServer
 from brokers.settings import BrokerSettings
 
@@ -67,8 +68,47 @@ def broker(
     fsync: Annotated[
         bool | None, typer.Option("--fsync/--no-fsync", help="fsync every group commit")
     ] = None,
+    kafka: Annotated[
+        str | None,
+        typer.Option(
+            "--kafka",
+            metavar="BOOTSTRAP",
+            help="Store events in Kafka (host:port[,...]) instead of the embedded log",
+        ),
+    ] = None,
+    kafka_config: Annotated[
+        Path | None,
+        typer.Option(
+            "--kafka-config",
+            metavar="FILE",
+            help="A kafka-broker-config ConfigMap (YAML): topic partitions, replication, "
+            "bootstrap.servers; selects Kafka",
+        ),
+    ] = None,
+    topic_partitions: Annotated[
+        int | None,
+        typer.Option(help="Partitions of new topics (default: the ConfigMap's, else 10)", min=1),
+    ] = None,
+    topic_replication: Annotated[
+        int | None,
+        typer.Option(help="Replication factor of new topics (default: ConfigMap's, else 1)", min=1),
+    ] = None,
+    kafka_session_timeout: Annotated[
+        float,
+        typer.Option(help="Consumer group session timeout in seconds (Knative's: 10)", min=1.0),
+    ] = 10.0,
+    kafka_fetch_max_wait: Annotated[
+        float,
+        typer.Option(
+            help="Longest a Kafka fetch waits for records, in seconds (Knative's: 0.5)", min=0.001
+        ),
+    ] = 0.5,
 ) -> None:
-    """Run the embedded broker: Knative ingress, Triggers, retries, replies, dead letters."""
+    """Run the broker: Knative ingress, Triggers, retries, replies, dead letters.
+
+    Events are stored in the embedded SQLite log, or with --kafka in Kafka, laid out as
+    Knative's Kafka Broker lays them out.
+    """
     overrides: dict[str, object] = {}
     if max_body is not None:
         overrides["max_body_bytes"] = max_body
@@ -77,14 +117,39 @@ def broker(
     try:
         settings = BrokerSettings(**overrides)  # type: ignore[arg-type]
         topology = load_topology(triggers) if triggers else parse_documents([])
-        event_log = SqliteEventLog(data_dir, fsync=settings.fsync)
+        event_log: EventLog
+        if kafka is not None or kafka_config is not None:
+            # Imported here: kafka-python costs every other command a tenth of a second.
+            from brokers.kafka import KafkaBrokerConfig, KafkaEventLog
+
+            config = (
+                KafkaBrokerConfig.from_configmap(kafka_config)
+                if kafka_config is not None
+                else KafkaBrokerConfig()
+            )
+            bootstrap = kafka or config.bootstrap_servers
+            if not bootstrap:
+                raise ValueError("--kafka-config has no bootstrap.servers; give --kafka")
+            event_log = KafkaEventLog(
+                bootstrap,
+                partitions=topic_partitions or config.partitions,
+                replication_factor=topic_replication or config.replication_factor,
+                session_timeout=kafka_session_timeout,
+                fetch_max_wait=kafka_fetch_max_wait,
+            )
+        else:
+            event_log = SqliteEventLog(data_dir, fsync=settings.fsync)
         server = BrokerServer(
             topology, event_log, services=parse_services(service or []), settings=settings
         )
-    except (ConfigError, ValueError) as error:
+    except (ConfigError, ValueError, OSError) as error:
         console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(2) from None
-    _run(_serve(server, host, port))
+    try:
+        _run(_serve(server, host, port))
+    except StoreUnavailableError as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(1) from None
 
 
 def _run(main: object) -> None:

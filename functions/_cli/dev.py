@@ -1,0 +1,210 @@
+"""``agentfn dev``: the embedded broker and every agent, on one machine, with no server to install.
+
+Each agent runs in its own process (``agentfn serve``), as each runs in its own Knative Service;
+the broker runs in this one. Triggers come from ``--triggers`` files (the YAML you apply to
+Knative) or, without them, from the agents' own declarations. Agents publish fan-out events to
+the broker's ingress over HTTP (``AGENTFN_BROKER_URL``), never by import.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import aiohttp
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from brokers.config import ConfigError, load_topology, parse_documents
+from brokers.embedded import SqliteEventLog
+from brokers.server import BrokerServer
+from brokers.settings import BrokerSettings
+from functions._cli.broker import parse_services
+from functions._knative import trigger_documents
+from functions._loader import DiscoveredAgent, discover_agents
+
+console = Console(highlight=False)
+
+_COLOURS = itertools.cycle(["cyan", "magenta", "green", "yellow", "blue", "bright_red"])
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+async def _pump(stream: asyncio.StreamReader, label: str, colour: str) -> None:
+    while line := await stream.readline():
+        console.print(
+            f"[{colour}]{label:>12}[/{colour}] | {line.decode(errors='replace').rstrip()}"
+        )
+
+
+async def _wait_ready(url: str, process: asyncio.subprocess.Process, timeout: float) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    async with aiohttp.ClientSession() as session:
+        while True:
+            if process.returncode is not None:
+                raise RuntimeError(f"{url}: the agent process exited ({process.returncode})")
+            with contextlib.suppress(aiohttp.ClientError, OSError):
+                async with session.get(url) as response:
+                    if response.status == 200:
+                        return
+            if asyncio.get_running_loop().time() > deadline:
+                raise RuntimeError(f"{url} did not become ready within {timeout}s")
+            await asyncio.sleep(0.05)
+
+
+async def _run(
+    agents: list[DiscoveredAgent],
+    *,
+    host: str,
+    port: int,
+    data_dir: Path,
+    trigger_files: list[Path],
+    services: dict[str, str],
+    redis: str | None,
+    dead_letter_sink: str | None,
+    settings: BrokerSettings,
+) -> None:
+    ingress = f"http://{host}:{port}/default/default"
+    env = dict(os.environ, AGENTFN_BROKER_URL=ingress, PYTHONUNBUFFERED="1")
+    if redis:
+        env["AGENTFN_REDIS_URL"] = redis
+    processes: list[asyncio.subprocess.Process] = []
+    pumps: list[asyncio.Task[None]] = []
+    server: BrokerServer | None = None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        urls: dict[str, str] = {}
+        for found in agents:
+            agent_port = _free_port(host)
+            name = found.agent.spec.name
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "functions.cli", "--log-level", "INFO", "serve",
+                found.target, "--port", str(agent_port), "--host", host,
+                env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            )  # fmt: skip
+            processes.append(process)
+            assert process.stdout is not None
+            pumps.append(asyncio.create_task(_pump(process.stdout, name, next(_COLOURS))))
+            urls[name] = f"http://{host}:{agent_port}"
+        for url, process in zip(urls.values(), processes, strict=True):
+            await _wait_ready(f"{url}/healthz", process, timeout=60)
+        documents: list[Any] = []
+        if trigger_files:
+            topology = load_topology(trigger_files)
+        else:
+            for found in agents:
+                documents.extend(
+                    trigger_documents(found.agent.spec, dead_letter_sink=dead_letter_sink)
+                )
+            topology = parse_documents(documents)
+        server = BrokerServer(
+            topology,
+            SqliteEventLog(data_dir, fsync=settings.fsync),
+            services={**urls, **services},
+            settings=settings,
+        )
+        await server.start()
+        await server.listen(host, port)
+        table = Table(title="agentfn dev", show_lines=False)
+        for column in ("agent", "url", "consumes", "emits"):
+            table.add_column(column)
+        for found in agents:
+            spec = found.agent.spec
+            table.add_row(
+                spec.name, urls[spec.name], ", ".join(spec.consumes), ", ".join(spec.emits)
+            )
+        console.print(table)
+        for trigger in topology.triggers:
+            console.print(
+                f"  trigger [bold]{trigger.name}[/bold] -> {trigger.subscriber.describe()}"
+            )
+        console.print(f"[green]broker ingress[/green] {ingress}  (Ctrl-C stops everything)")
+        waiters = [asyncio.create_task(p.wait()) for p in processes]
+        stopper = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait([stopper, *waiters], return_when=asyncio.FIRST_COMPLETED)
+        if stopper not in done:
+            console.print("[red]an agent process exited; stopping[/red]")
+        for task in [stopper, *waiters]:
+            task.cancel()
+    finally:
+        if server is not None:
+            await server.stop()
+        for process in processes:
+            if process.returncode is None:
+                process.terminate()
+        for process in processes:
+            with contextlib.suppress(ProcessLookupError):
+                await asyncio.wait_for(process.wait(), 10)
+        for pump in pumps:
+            pump.cancel()
+
+
+def dev(
+    targets: Annotated[
+        list[str] | None,
+        typer.Argument(help="Agents: MODULE[:AGENT], package, .py file or folder"),
+    ] = None,
+    port: Annotated[int, typer.Option(help="Broker ingress port")] = 8080,
+    host: Annotated[str, typer.Option(help="Interface for the broker and agents")] = "127.0.0.1",
+    data_dir: Annotated[Path, typer.Option(help="Embedded event log")] = Path(".data/dev"),
+    triggers: Annotated[
+        list[Path] | None,
+        typer.Option("--triggers", help="Trigger YAML to route by (default: from the agents)"),
+    ] = None,
+    service: Annotated[
+        list[str] | None, typer.Option("--service", help="NAME=URL of other subscribers")
+    ] = None,
+    redis: Annotated[str | None, typer.Option(help="Redis URL for idempotency records")] = None,
+    dead_letter_sink: Annotated[
+        str | None,
+        typer.Option(help="Service name or URL for generated Triggers without their own sink"),
+    ] = None,
+) -> None:
+    """Run the embedded broker and every agent locally, routed like on Knative."""
+    found: list[DiscoveredAgent] = []
+    for target in targets or ["functions.agents"]:
+        agents, errors = discover_agents(target)
+        for error in errors:
+            console.print(f"[yellow]skipped {error}[/yellow]")
+        found.extend(agents)
+    if not found:
+        console.print("[red]error:[/red] no agents found")
+        raise typer.Exit(2)
+    names = [a.agent.spec.name for a in found]
+    if len(set(names)) != len(names):
+        console.print(f"[red]error:[/red] agent names must be unique: {names}")
+        raise typer.Exit(2)
+    try:
+        services = parse_services(service or [])
+        settings = BrokerSettings()
+        run = _run(
+            found,
+            host=host,
+            port=port,
+            data_dir=data_dir,
+            trigger_files=triggers or [],
+            services=services,
+            redis=redis,
+            dead_letter_sink=dead_letter_sink,
+            settings=settings,
+        )
+        asyncio.run(run)
+    except (ConfigError, ValueError, RuntimeError) as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from None

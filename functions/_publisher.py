@@ -1,0 +1,194 @@
+"""Outbound HTTP of an agent: publishing events to the broker ingress, and ``ctx.http``.
+
+One pooled keep-alive aiohttp session per agent app, created on first use (inside the running
+loop) and closed at shutdown. Every call goes through the destination's circuit breaker and
+carries the handling span's trace context.
+"""
+
+from __future__ import annotations
+
+import json as jsonlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import aiohttp
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from events import CloudEvent, to_binary
+from functions._breaker import CircuitBreakers
+from functions._errors import PublishError, UnavailableError
+
+__all__ = [
+    "HTTPClient",
+    "HTTPResponse",
+    "HttpPublisher",
+    "Publisher",
+    "SessionPool",
+    "destination_of",
+]
+
+#: Answers the broker (and Knative) retry: the publish is worth another try later.
+_RETRIED_STATUSES = frozenset({404, 408, 409, 429})
+
+
+def destination_of(url: str) -> str:
+    """The breaker key of a URL: its origin (scheme, host and port)."""
+    return str(URL(url).origin())
+
+
+def _retry_after(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        return None  # an HTTP-date: rare from services, and the default delay is fine
+
+
+class SessionPool:
+    """The agent's one aiohttp session, made when first needed."""
+
+    def __init__(self, *, timeout_s: float, limit: int = 100) -> None:
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._limit = limit
+        self._session: aiohttp.ClientSession | None = None
+
+    def get(self) -> aiohttp.ClientSession:
+        session = self._session
+        if session is None or session.closed:
+            connector = aiohttp.TCPConnector(limit=self._limit, keepalive_timeout=30)
+            session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
+            self._session = session
+        return session
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+class Publisher(Protocol):
+    """Where emitted events go when they are not the reply."""
+
+    async def publish(self, event: CloudEvent) -> None: ...
+
+
+class HttpPublisher:
+    """POSTs events in binary mode to a broker ingress (``http://host/<ns>/<broker>``).
+
+    The broker answering 2xx means it holds the event. 404/408/409/429, 5xx and unreachable
+    raise :class:`UnavailableError` (the handler answers 503 and is retried); another 4xx
+    raises :class:`PublishError` (a bug: 500).
+    """
+
+    def __init__(self, url: str, sessions: SessionPool, breakers: CircuitBreakers) -> None:
+        self.url = url
+        self._sessions = sessions
+        self._breakers = breakers
+        self._destination = destination_of(url)
+
+    async def publish(self, event: CloudEvent) -> None:
+        headers, body = to_binary(event)
+        async with self._breakers.guard(self._destination):
+            try:
+                async with self._sessions.get().post(self.url, data=body, headers=headers) as reply:
+                    status = reply.status
+                    answer = await reply.read()
+                    retry_after = _retry_after(reply.headers.get("Retry-After"))
+            except (aiohttp.ClientError, TimeoutError) as error:
+                raise UnavailableError(self.url, f"not reachable: {error!r}") from error
+            if 200 <= status < 300:
+                return
+            if status >= 500 or status in _RETRIED_STATUSES:
+                raise UnavailableError(
+                    self.url, f"answered {status}", status=status, retry_after=retry_after
+                )
+        # Outside the guard: a refusal of this event says nothing about the broker's health.
+        raise PublishError(self.url, status, answer)
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPResponse:
+    """A downstream's answer, read in full."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    def json(self) -> Any:
+        return jsonlib.loads(self.body)
+
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+
+class HTTPClient:
+    """``ctx.http``: HTTP calls through the destination's breaker, carrying the trace.
+
+    A 5xx or 429 answer, a timeout or an unreachable host counts against the breaker and
+    raises :class:`UnavailableError` (so an uncaught one answers 503); other answers are
+    returned whatever their status.
+    """
+
+    __slots__ = ("_breakers", "_sessions", "_trace_headers")
+
+    def __init__(
+        self, sessions: SessionPool, breakers: CircuitBreakers, trace_headers: Mapping[str, str]
+    ) -> None:
+        self._sessions = sessions
+        self._breakers = breakers
+        self._trace_headers = trace_headers
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        json: Any = None,
+        data: bytes | str | None = None,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+        timeout_s: float | None = None,
+        destination: str | None = None,
+    ) -> HTTPResponse:
+        """Send one request; ``destination`` names the breaker (default: the URL's origin)."""
+        sent = dict(self._trace_headers)
+        if headers:
+            sent.update(headers)
+        key = destination or destination_of(url)
+        options: dict[str, Any] = {"headers": sent}
+        if json is not None:
+            options["json"] = json
+        if data is not None:
+            options["data"] = data
+        if params is not None:
+            options["params"] = params
+        if timeout_s is not None:
+            options["timeout"] = aiohttp.ClientTimeout(total=timeout_s)
+        async with self._breakers.guard(key):
+            try:
+                async with self._sessions.get().request(method, url, **options) as reply:
+                    headers_ = CIMultiDictProxy(CIMultiDict(reply.headers))
+                    response = HTTPResponse(reply.status, headers_, await reply.read())
+            except (aiohttp.ClientError, TimeoutError) as error:
+                raise UnavailableError(key, f"not reachable: {error!r}") from error
+            if response.status >= 500 or response.status == 429:
+                raise UnavailableError(
+                    key,
+                    f"answered {response.status}",
+                    status=response.status,
+                    retry_after=_retry_after(response.headers.get("Retry-After")),
+                )
+        return response
+
+    async def get(self, url: str, **options: Any) -> HTTPResponse:
+        return await self.request("GET", url, **options)
+
+    async def post(self, url: str, **options: Any) -> HTTPResponse:
+        return await self.request("POST", url, **options)

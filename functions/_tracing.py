@@ -1,0 +1,195 @@
+"""OpenTelemetry for agents: continue the chain's trace, one span per handled event.
+
+The trace context comes from the event's ``traceparent`` (CloudEvents distributed-tracing
+extension) or, failing that, the HTTP ``traceparent`` header, and goes onto every reply,
+published event and outbound call, so one chain of agents is one trace.
+
+Nothing here configures OpenTelemetry unless asked: with no SDK installed as the global tracer
+provider, spans are the API's no-op spans (which still carry the incoming context forward).
+:func:`configure_from_env` is for process entry points (``agentfn serve``, the
+functions-framework target) and acts only when ``OTEL_*`` variables ask for export.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from typing import Final
+
+from opentelemetry import trace
+from opentelemetry.context import Context as TraceContext
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.trace import (
+    INVALID_SPAN,
+    NonRecordingSpan,
+    NoOpTracerProvider,
+    ProxyTracerProvider,
+    Span,
+    SpanKind,
+    Tracer,
+    TracerProvider,
+)
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from events import CloudEvent, extensions
+
+__all__ = [
+    "ATTR_AGENT",
+    "ATTR_CHAIN_ID",
+    "ATTR_DUPLICATE",
+    "ATTR_EVENT_ID",
+    "ATTR_EVENT_SOURCE",
+    "ATTR_EVENT_SPEC_VERSION",
+    "ATTR_EVENT_SUBJECT",
+    "ATTR_EVENT_TYPE",
+    "Tracing",
+    "configure_from_env",
+    "trace_headers",
+]
+
+logger = logging.getLogger(__name__)
+
+# OpenTelemetry semantic conventions for CloudEvents.
+ATTR_EVENT_ID: Final = "cloudevents.event_id"
+ATTR_EVENT_SOURCE: Final = "cloudevents.event_source"
+ATTR_EVENT_SPEC_VERSION: Final = "cloudevents.event_spec_version"
+ATTR_EVENT_TYPE: Final = "cloudevents.event_type"
+ATTR_EVENT_SUBJECT: Final = "cloudevents.event_subject"
+ATTR_AGENT: Final = "agentfn.agent"
+ATTR_CHAIN_ID: Final = "agentfn.chain_id"
+ATTR_DUPLICATE: Final = "agentfn.duplicate"
+
+_PROPAGATOR: Final = TraceContextTextMapPropagator()
+
+
+def trace_headers(span: Span) -> dict[str, str]:
+    """``traceparent`` (and ``tracestate``) naming ``span``; empty for an invalid context."""
+    context = span.get_span_context()
+    if not context.is_valid:
+        return {}
+    headers = {
+        extensions.TRACEPARENT: (
+            f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
+        )
+    }
+    if context.trace_state:
+        headers[extensions.TRACESTATE] = context.trace_state.to_header()
+    return headers
+
+
+class Tracing:
+    """The tracer of one agent app and how it reads and writes trace context.
+
+    With no tracer provider given and none installed globally when the app starts, spans are
+    :class:`NonRecordingSpan` s of the incoming context: what the API's no-op tracer would
+    make, without its cost on every event. Install a provider before the app starts.
+    """
+
+    __slots__ = ("_agent", "_provider", "_tracer")
+
+    def __init__(self, agent: str, provider: TracerProvider | None = None) -> None:
+        self._agent = agent
+        self._provider = provider
+        self._tracer: Tracer | None = None
+        self.resolve()
+
+    def resolve(self) -> None:
+        """Pick up the global provider if one was installed since (called at app start)."""
+        source = self._provider if self._provider is not None else trace.get_tracer_provider()
+        recording = not isinstance(source, ProxyTracerProvider | NoOpTracerProvider)
+        self._tracer = source.get_tracer("agentfn.functions") if recording else None
+
+    @staticmethod
+    def parent(event: CloudEvent, http_traceparent: str | None) -> TraceContext | None:
+        """The context to continue: the event's trace context wins over the HTTP header's."""
+        attributes = event.attributes
+        traceparent = attributes.get(extensions.TRACEPARENT)
+        carrier: dict[str, str]
+        if traceparent is not None:
+            carrier = {extensions.TRACEPARENT: str(traceparent)}
+            tracestate = attributes.get(extensions.TRACESTATE)
+            if tracestate is not None:
+                carrier[extensions.TRACESTATE] = str(tracestate)
+        elif http_traceparent:
+            carrier = {extensions.TRACEPARENT: http_traceparent}
+        else:
+            return None
+        return _PROPAGATOR.extract(carrier)
+
+    def start(self, event: CloudEvent, parent: TraceContext | None, chain_id: str) -> Span:
+        """The span of handling ``event`` (ended by the caller)."""
+        if self._tracer is None:
+            if parent is None:
+                return INVALID_SPAN
+            return NonRecordingSpan(trace.get_current_span(parent).get_span_context())
+        attributes = event.attributes
+        span_attributes: dict[str, str] = {
+            ATTR_EVENT_ID: event.id,
+            ATTR_EVENT_SOURCE: event.source,
+            ATTR_EVENT_SPEC_VERSION: str(attributes["specversion"]),
+            ATTR_EVENT_TYPE: event.type,
+            ATTR_AGENT: self._agent,
+            ATTR_CHAIN_ID: chain_id,
+        }
+        subject = attributes.get("subject")
+        if subject is not None:
+            span_attributes[ATTR_EVENT_SUBJECT] = str(subject)
+        return self._tracer.start_span(
+            f"CloudEvents Process {event.type}",
+            context=parent,
+            kind=SpanKind.CONSUMER,
+            attributes=span_attributes,
+        )
+
+
+def configure_from_env(environ: Mapping[str, str] | None = None) -> bool:
+    """Install an SDK tracer provider exporting as the ``OTEL_*`` variables say.
+
+    Acts only when ``OTEL_TRACES_EXPORTER`` (other than ``none``) or an OTLP endpoint is set
+    and no SDK provider is installed yet; returns whether it installed one. ``otlp`` export
+    needs the ``otlp`` extra (``opentelemetry-exporter-otlp-proto-http``).
+    """
+    env = os.environ if environ is None else environ
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    exporter_names = env.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get(
+        "OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
+    if not exporter_names:
+        if not endpoint:
+            return False
+        exporter_names = "otlp"
+    names = [name.strip() for name in exporter_names.split(",") if name.strip()]
+    if names == ["none"]:
+        return False
+
+    if isinstance(trace.get_tracer_provider(), SdkTracerProvider):
+        return False
+    provider = SdkTracerProvider(resource=Resource.create())
+    for name in names:
+        exporter: SpanExporter
+        if name == "otlp":
+            try:
+                # The exporter is the optional 'otlp' extra.
+                from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415
+                    OTLPSpanExporter,
+                )
+            except ImportError as error:
+                raise RuntimeError(
+                    "OTLP trace export needs the 'otlp' extra: pip install 'agentfn[otlp]'"
+                ) from error
+            exporter = OTLPSpanExporter()
+        elif name == "console":
+            exporter = ConsoleSpanExporter()
+        elif name == "none":
+            continue
+        else:
+            logger.warning("OTEL_TRACES_EXPORTER=%s is not supported here; ignored", name)
+            continue
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    return True

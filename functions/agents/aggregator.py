@@ -1,0 +1,153 @@
+"""The aggregator: joins the chunk results of one chain into a report (fan-in).
+
+Results are keyed by the chain id and their index. Adding a result twice changes nothing, and
+only the delivery that completed the set emits the report (a redelivery of that same event
+emits it again, so a crash between join and reply does not lose the report). With Redis
+configured the join lives there and every replica sees it; otherwise it is per process.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Final, Protocol
+
+from redis.asyncio import Redis
+
+from functions import Agent, Context, Delivery, Scaling
+from functions.agents.models import (
+    REPORT_READY,
+    WORK_COMPLETED,
+    ReportReady,
+    TermCount,
+    WorkCompleted,
+)
+
+__all__ = ["InMemoryJoins", "Joins", "RedisJoins", "agent", "build_report", "function", "join"]
+
+#: How long a partial join waits for its missing parts.
+JOIN_TTL_S: Final = 3600.0
+
+
+class Joins(Protocol):
+    async def add(
+        self, chain_id: str, index: int, total: int, part: str, claimant: str
+    ) -> list[str] | None:
+        """Record part ``index`` of ``total``; all parts in order if ``claimant`` completes."""
+        ...
+
+
+@dataclass
+class _Join:
+    parts: dict[int, str] = field(default_factory=dict)
+    completer: str | None = None
+    touched: float = 0.0
+
+
+class InMemoryJoins:
+    """Joins of this process (a single replica, local runs)."""
+
+    def __init__(self, ttl_s: float = JOIN_TTL_S) -> None:
+        self._joins: dict[str, _Join] = {}
+        self._ttl_s = ttl_s
+
+    async def add(
+        self, chain_id: str, index: int, total: int, part: str, claimant: str
+    ) -> list[str] | None:
+        now = time.monotonic()
+        if len(self._joins) > 1024:
+            stale = [k for k, j in self._joins.items() if now - j.touched > self._ttl_s]
+            for key in stale:
+                del self._joins[key]
+        join = self._joins.setdefault(chain_id, _Join())
+        join.touched = now
+        join.parts.setdefault(index, part)
+        if len(join.parts) < total:
+            return None
+        if join.completer is None:
+            join.completer = claimant
+        if join.completer != claimant:
+            return None
+        return [join.parts[i] for i in range(total)]
+
+
+_ADD: Final = """
+redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+if redis.call('HLEN', KEYS[1]) < tonumber(ARGV[3]) then return false end
+redis.call('SET', KEYS[2], ARGV[4], 'NX', 'PX', ARGV[5])
+if redis.call('GET', KEYS[2]) ~= ARGV[4] then return false end
+return redis.call('HGETALL', KEYS[1])
+"""
+
+
+class RedisJoins:
+    """Joins in Redis: one script call per result, shared by every replica."""
+
+    def __init__(self, client: Redis, ttl_s: float = JOIN_TTL_S) -> None:
+        self._add = client.register_script(_ADD)
+        self._ttl_ms = int(ttl_s * 1000)
+
+    async def add(
+        self, chain_id: str, index: int, total: int, part: str, claimant: str
+    ) -> list[str] | None:
+        key = f"agentfn:join:{chain_id}"
+        found = await self._add(
+            keys=[key, key + ":completer"], args=[index, part, total, claimant, self._ttl_ms]
+        )
+        if not found:
+            return None
+        parts = {int(found[i]): found[i + 1].decode() for i in range(0, len(found), 2)}
+        return [parts[i] for i in range(total)]
+
+
+agent = Agent(
+    "aggregator",
+    description="Joins the chunk analyses of one chain (keyed by chain id) into a report.",
+    scaling=Scaling(min_scale=0, max_scale=3, target_concurrency=100),
+    delivery=Delivery(retry=5, backoff_policy="exponential", timeout=timedelta(seconds=10)),
+)
+
+
+def build_report(results: list[WorkCompleted]) -> ReportReady:
+    terms: Counter[str] = Counter()
+    for result in results:
+        terms.update({t.term: t.count for t in result.terms})
+    wanted = results[0].top_terms
+    return ReportReady(
+        title=results[0].title,
+        chunks=len(results),
+        words=sum(r.words for r in results),
+        sentences=sum(r.sentences for r in results),
+        # Ties broken by term so every replica builds the same report.
+        top_terms=[
+            TermCount(term=t, count=c)
+            for t, c in sorted(terms.items(), key=lambda tc: (-tc[1], tc[0]))[:wanted]
+        ],
+        summary=[r.key_sentence for r in results if r.key_sentence],
+    )
+
+
+def _joins(ctx: Context) -> Joins:
+    joins = ctx.state.get("joins")
+    if joins is None:
+        joins = RedisJoins(ctx.redis) if ctx.redis is not None else InMemoryJoins()
+        ctx.state["joins"] = joins
+    return joins
+
+
+@agent.on(WORK_COMPLETED, emits={REPORT_READY: ReportReady})
+async def join(result: WorkCompleted, ctx: Context) -> ReportReady | None:
+    claimant = f"{ctx.event.source}\n{ctx.event.id}"
+    parts = await _joins(ctx).add(
+        ctx.chain_id, result.index, result.total, result.model_dump_json(), claimant
+    )
+    if parts is None:
+        return None
+    ctx.logger.info("chain %s complete: %d chunks", ctx.chain_id, result.total)
+    return build_report([WorkCompleted.model_validate_json(p) for p in parts])
+
+
+function = agent.http_function()

@@ -1,0 +1,92 @@
+"""Event types and payload models of the reference agents."""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+from pydantic import BaseModel, Field
+
+__all__ = [
+    "FLAKY_COMPLETED",
+    "FLAKY_REQUESTED",
+    "REPORT_READY",
+    "TASK_SUBMITTED",
+    "WORK_COMPLETED",
+    "WORK_REQUESTED",
+    "FlakyCompleted",
+    "FlakyRequested",
+    "ReportReady",
+    "TaskSubmitted",
+    "TermCount",
+    "WorkCompleted",
+    "WorkRequested",
+]
+
+TASK_SUBMITTED: Final = "agentfn.task.submitted"
+WORK_REQUESTED: Final = "agentfn.work.requested"
+WORK_COMPLETED: Final = "agentfn.work.completed"
+REPORT_READY: Final = "agentfn.report.ready"
+FLAKY_REQUESTED: Final = "agentfn.flaky.requested"
+FLAKY_COMPLETED: Final = "agentfn.flaky.completed"
+
+
+class TaskSubmitted(BaseModel):
+    """A document to analyse."""
+
+    text: str = Field(min_length=1)
+    title: str = ""
+    max_words_per_chunk: int = Field(default=120, ge=5, le=10_000)
+    top_terms: int = Field(default=5, ge=1, le=50)
+
+
+class WorkRequested(BaseModel):
+    """One chunk of a document, ``index`` of ``total``."""
+
+    title: str = ""
+    index: int = Field(ge=0)
+    total: int = Field(ge=1)
+    text: str = Field(min_length=1)
+    top_terms: int = Field(default=5, ge=1, le=50)
+
+
+class TermCount(BaseModel):
+    term: str
+    count: int = Field(ge=1)
+
+
+class WorkCompleted(BaseModel):
+    """The analysis of one chunk; ``terms`` holds every content word's count, most common first."""
+
+    title: str = ""
+    index: int = Field(ge=0)
+    total: int = Field(ge=1)
+    words: int = Field(ge=0)
+    sentences: int = Field(ge=0)
+    terms: list[TermCount]
+    key_sentence: str
+    top_terms: int = Field(default=5, ge=1, le=50)
+
+
+class ReportReady(BaseModel):
+    """The joined analysis of a whole document."""
+
+    title: str = ""
+    chunks: int = Field(ge=1)
+    words: int = Field(ge=0)
+    sentences: int = Field(ge=0)
+    top_terms: list[TermCount]
+    summary: list[str]
+
+
+class FlakyRequested(BaseModel):
+    """Text to fingerprint, by an agent that fails the first ``fail_attempts`` deliveries."""
+
+    text: str = Field(min_length=1)
+    fail_attempts: int = Field(default=2, ge=0, le=20)
+    failure: Literal["retryable", "crash"] = "retryable"
+
+
+class FlakyCompleted(BaseModel):
+    words: int = Field(ge=0)
+    sha256: str
+    attempts: int = Field(ge=1)

@@ -1,0 +1,93 @@
+"""Runtime configuration: every environment variable the agent runtime reads, named here once.
+
+The runtime reads the environment once, when an agent's app is built (``Settings()``), and
+passes the result down; no other module of :mod:`functions` reads these variables.
+
+``PORT`` (8080)
+    Port ``agentfn serve`` listens on (Knative sets it).
+``AGENTFN_REDIS_URL`` (unset)
+    Redis for idempotency records (and, with ``AGENTFN_BREAKER_SHARED``, breaker state);
+    handlers see the client as ``ctx.redis``.
+``AGENTFN_REDIS_TIMEOUT_S`` (2)
+    Socket timeout of Redis calls: during an outage an event is answered 503 within this.
+``AGENTFN_BROKER_URL`` (unset)
+    Broker ingress, e.g. ``http://localhost:8080/default/default``: where fan-out lists and
+    ``ctx.publish`` send events.
+``AGENTFN_IDEMPOTENCY`` (auto)
+    ``auto`` (Redis when a URL is set, else embedded), ``embedded``, ``redis`` or ``off``.
+``AGENTFN_IDEMPOTENCY_TTL_S`` (86400)
+    How long a handled event's outcome is kept to answer its duplicates.
+``AGENTFN_IDEMPOTENCY_LEASE_S`` (60)
+    In-flight lease: a crashed handler's event can run again after this long (raised to the
+    handler's deadline plus 5 s when its delivery timeout is longer).
+``AGENTFN_IDEMPOTENCY_PATH`` (unset)
+    File the embedded store appends outcomes to, so they survive a restart.
+``AGENTFN_IDEMPOTENCY_MAX_RECORDS`` (1000000)
+    Outcomes the embedded store keeps at most; the oldest go first (bounded memory).
+``AGENTFN_BREAKER_FAILURES`` (5), ``AGENTFN_BREAKER_WINDOW_S`` (60)
+    Failures within the rolling window that open a destination's circuit breaker.
+``AGENTFN_BREAKER_RESET_S`` (30)
+    How long a breaker stays open before one half-open probe.
+``AGENTFN_BREAKER_SHARED`` (false)
+    Keep breaker state in Redis, so every replica of the agent agrees.
+``AGENTFN_RETRY_AFTER_S`` (1)
+    ``Retry-After`` of a 503 whose cause names no delay of its own.
+``AGENTFN_OUTBOUND_TIMEOUT_S`` (10)
+    Total timeout of ``ctx.http`` calls and of publishing to the broker.
+
+Tracing export is configured by the standard OpenTelemetry variables, which the OpenTelemetry
+SDK reads itself: ``OTEL_TRACES_EXPORTER`` (``otlp``, ``console`` or ``none``),
+``OTEL_EXPORTER_OTLP_ENDPOINT`` / ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``, ``OTEL_SERVICE_NAME``,
+``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_SDK_DISABLED``. With none of them set, tracing stays a
+no-op (trace context is still carried from event to reply).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AliasChoices, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["ENV_PREFIX", "IdempotencyMode", "Settings"]
+
+ENV_PREFIX = "AGENTFN_"
+
+IdempotencyMode = Literal["auto", "embedded", "redis", "off"]
+
+
+class Settings(BaseSettings):
+    """The runtime's configuration (see the module docstring for the variables)."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
+
+    port: int = Field(default=8080, ge=1, le=65535, validation_alias=AliasChoices("PORT", "port"))
+    redis_url: str | None = None
+    redis_timeout_s: float = Field(default=2.0, gt=0)
+    broker_url: str | None = None
+    idempotency: IdempotencyMode = "auto"
+    idempotency_ttl_s: float = Field(default=86_400.0, gt=0)
+    idempotency_lease_s: float = Field(default=60.0, gt=0)
+    idempotency_path: str | None = None
+    idempotency_max_records: int = Field(default=1_000_000, ge=1)
+    breaker_failures: int = Field(default=5, ge=1)
+    breaker_window_s: float = Field(default=60.0, gt=0)
+    breaker_reset_s: float = Field(default=30.0, gt=0)
+    breaker_shared: bool = False
+    retry_after_s: float = Field(default=1.0, ge=0)
+    outbound_timeout_s: float = Field(default=10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _redis_when_required(self) -> Settings:
+        if self.idempotency == "redis" and not self.redis_url:
+            raise ValueError("AGENTFN_IDEMPOTENCY=redis needs AGENTFN_REDIS_URL")
+        if self.breaker_shared and not self.redis_url:
+            raise ValueError("AGENTFN_BREAKER_SHARED needs AGENTFN_REDIS_URL")
+        return self
+
+    @property
+    def idempotency_backend(self) -> Literal["embedded", "redis", "off"]:
+        """The store ``auto`` resolves to."""
+        if self.idempotency == "auto":
+            return "redis" if self.redis_url else "embedded"
+        return self.idempotency

@@ -1,0 +1,251 @@
+"""The agentfn demo: reference agents as a chain through the embedded broker, shown as it happens.
+
+`make demo` runs this. It starts `agentfn dev` (the embedded broker and the four reference
+agents, routed by knative/triggers.yaml, the same YAML a cluster gets) and two sinks in this
+process ("reports" and "dead-letters"), then:
+
+1. submits a document: planner fans out chunks, workers analyse them, the aggregator joins the
+   results into a report;
+2. delivers the same event again (same id and source, as a broker does after a lost ack): the
+   planner's idempotency record answers it, and no second fan-out or report happens;
+3. asks the flaky agent for work: it fails twice (503 + Retry-After), the broker backs off and
+   retries, the third attempt succeeds;
+4. submits an invalid document: the planner answers 422, which is not retried, and the broker
+   dead-letters it with knativeerrorcode/knativeerrordata.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import uvicorn
+from rich.console import Console
+from rich.rule import Rule
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from events import CloudEvent, from_http, to_binary  # noqa: E402
+
+console = Console(width=120, highlight=False)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Sink:
+    """A CloudEvents sink served in this process; remembers what arrived."""
+
+    def __init__(self, name: str, style: str) -> None:
+        self.name = name
+        self.style = style
+        self.events: list[CloudEvent] = []
+        self.port = free_port()
+        self.server: uvicorn.Server | None = None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
+        for event in from_http(headers, body):
+            self.events.append(event)
+            console.print(f"[{self.style}]{self.name:>12} <- {event.type} id={event.id}[/]")
+        await send({"type": "http.response.start", "status": 202, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def start(self) -> None:
+        config = uvicorn.Config(self, host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        asyncio.get_running_loop().create_task(self.server.serve())
+        await wait_for(f"the {self.name} sink", lambda: bool(self.server and self.server.started))
+
+
+async def wait_for(what: str, condition: Callable[[], bool], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"demo failed: timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def post(session: aiohttp.ClientSession, url: str, event: CloudEvent) -> int:
+    headers, body = to_binary(event)
+    async with session.post(url, data=body, headers=headers) as response:
+        return response.status
+
+
+async def pump(stream: asyncio.StreamReader) -> None:
+    while line := await stream.readline():
+        console.print(f"[dim]{line.decode(errors='replace').rstrip()}[/dim]", soft_wrap=True)
+
+
+async def metric_lines(
+    session: aiohttp.ClientSession, url: str, names: tuple[str, ...]
+) -> list[str]:
+    async with session.get(url) as response:
+        text = await response.text()
+    return [
+        line
+        for line in text.splitlines()
+        if line.startswith(names) and not line.endswith(" 0.0") and "_created" not in line
+    ]
+
+
+async def main() -> None:
+    reports, dead_letters = Sink("reports", "bold green"), Sink("dead-letters", "bold red")
+    await reports.start()
+    await dead_letters.start()
+    port = free_port()
+    ingress = f"http://127.0.0.1:{port}/default/default"
+    data_dir = tempfile.mkdtemp(prefix="agentfn-demo-")
+    dev = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "functions.cli", "dev",
+        "--port", str(port), "--data-dir", data_dir,
+        "--triggers", str(ROOT / "knative" / "triggers.yaml"),
+        "--service", f"reports=http://127.0.0.1:{reports.port}/",
+        "--service", f"dead-letters=http://127.0.0.1:{dead_letters.port}/",
+        cwd=ROOT, env=dict(os.environ, COLUMNS="120", PYTHONUNBUFFERED="1"),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    assert dev.stdout is not None
+    pumping = asyncio.create_task(pump(dev.stdout))
+    try:
+        async with aiohttp.ClientSession() as session:
+            await wait_for("the broker", lambda: _listening(port), timeout=60)
+            await _healthy(session, f"http://127.0.0.1:{port}/healthz")
+
+            console.print(Rule("1. a document through planner -> workers -> aggregator"))
+            document = CloudEvent.new(
+                "agentfn.task.submitted",
+                "/demo",
+                {
+                    "title": "agentfn in five sentences",
+                    "text": (
+                        "Each agent is a scale-to-zero Knative Service. CloudEvents flow "
+                        "through a Kafka-backed broker with Triggers and retries. Redis keys "
+                        "make every handler idempotent, so a duplicate delivery has no second "
+                        "side effect. Circuit breakers stop a failing agent from dragging the "
+                        "others down. OpenTelemetry follows an event across every hop."
+                    ),
+                    "max_words_per_chunk": 12,
+                    "top_terms": 3,
+                },
+            )
+            console.print(
+                f"POST task.submitted id={document.id} -> {await post(session, ingress, document)}"
+            )
+            await wait_for(
+                "the report", lambda: any(e.type == "agentfn.report.ready" for e in reports.events)
+            )
+            report = next(e for e in reports.events if e.type == "agentfn.report.ready")
+            data = report.data
+            console.print(
+                f"  report: {data['chunks']} chunks, {data['words']} words, "
+                f"top terms {[t['term'] for t in data['top_terms']]}; chain id "
+                f"{report.attributes.get('agentfnchainid')}"
+            )
+
+            console.print(Rule("2. the same event delivered again (a lost ack)"))
+            console.print(f"POST the same id again -> {await post(session, ingress, document)}")
+            await asyncio.sleep(2.0)  # room for a second report to show up, if one were made
+            count = sum(1 for e in reports.events if e.type == "agentfn.report.ready")
+            console.print(
+                f"  reports received: {count} "
+                "(the duplicate was answered from the planner's idempotency record)"
+            )
+            if count != 1:
+                raise SystemExit("demo failed: the duplicate produced a second report")
+
+            console.print(Rule("3. the flaky agent: two 503s, backoff, then success"))
+            flaky = CloudEvent.new(
+                "agentfn.flaky.requested",
+                "/demo",
+                {"text": "retries with backoff", "fail_attempts": 2},
+            )
+            console.print(
+                f"POST flaky.requested id={flaky.id} -> {await post(session, ingress, flaky)}"
+            )
+            await wait_for(
+                "the flaky result",
+                lambda: any(e.type == "agentfn.flaky.completed" for e in reports.events),
+            )
+            done = next(e for e in reports.events if e.type == "agentfn.flaky.completed")
+            console.print(f"  flaky agent succeeded on attempt {done.data['attempts']}")
+
+            console.print(Rule("4. an invalid document: 422, no retry, dead letter"))
+            invalid = CloudEvent.new("agentfn.task.submitted", "/demo", {"text": ""})
+            console.print(
+                f"POST task.submitted with empty text -> {await post(session, ingress, invalid)}"
+            )
+            await wait_for("the dead letter", lambda: bool(dead_letters.events))
+            letter = dead_letters.events[0]
+            reason = json.loads(base64.b64decode(str(letter.attributes["knativeerrordata"])))
+            console.print(
+                f"  dead letter: knativeerrorcode={letter.attributes['knativeerrorcode']} "
+                f"knativeerrordest={letter.attributes['knativeerrordest']}\n"
+                f"  knativeerrordata: {reason}"
+            )
+
+            console.print(Rule("broker metrics"))
+            for line in await metric_lines(
+                session,
+                f"http://127.0.0.1:{port}/metrics",
+                (
+                    "broker_filter_event_count",
+                    "broker_filter_event_retry",
+                    "broker_filter_dead_letter",
+                ),
+            ):
+                console.print(f"  {line}")
+            console.print(Rule("[green]demo complete[/green]"))
+    finally:
+        dev.terminate()
+        await dev.wait()
+        pumping.cancel()
+        for sink in (reports, dead_letters):
+            if sink.server is not None:
+                sink.server.should_exit = True
+        await asyncio.sleep(0.2)
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+async def _healthy(session: aiohttp.ClientSession, url: str) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            async with session.get(url) as response:
+                if response.status == 200:
+                    return
+        except aiohttp.ClientError:
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit("demo failed: the broker never became healthy")
+        await asyncio.sleep(0.05)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,87 @@
+"""The manifests in knative/ against the real CRD schemas of Knative Eventing.
+
+No cluster runs where this project is built, so `kubectl apply --dry-run=server` is out of
+reach; the CRDs' openAPIV3Schema (from ../shared/spec) is what the API server would check.
+The Triggers that `agentfn dev` generates from agent declarations are checked the same way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from brokers.config import load_topology
+from functions._knative import trigger_documents
+from functions._loader import discover_agents
+
+PROJECT = Path(__file__).resolve().parents[1]
+CRD_FILES = {"Broker": "broker.yaml", "Trigger": "trigger.yaml"}
+
+
+def crd_schema(shared_spec: Path, kind: str) -> dict[str, Any]:
+    crd = yaml.safe_load((shared_spec / "knative-eventing" / CRD_FILES[kind]).read_text())
+    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
+    schema: dict[str, Any] = version["schema"]["openAPIV3Schema"]
+    return schema
+
+
+def validate(shared_spec: Path, document: dict[str, Any]) -> None:
+    assert document["apiVersion"] == "eventing.knative.dev/v1"
+    jsonschema.validate(document, crd_schema(shared_spec, document["kind"]))
+
+
+def eventing_documents() -> list[dict[str, Any]]:
+    return [
+        document
+        for path in sorted((PROJECT / "knative").glob("*.yaml"))
+        for document in yaml.safe_load_all(path.read_text())
+        if document and document.get("kind") in CRD_FILES
+    ]
+
+
+def test_knative_manifests_hold_eventing_objects() -> None:
+    kinds = [d["kind"] for d in eventing_documents()]
+    assert "Broker" in kinds
+    assert kinds.count("Trigger") >= 5
+
+
+@pytest.mark.parametrize(
+    "document", eventing_documents(), ids=lambda d: f"{d['kind']}/{d['metadata']['name']}"
+)
+def test_manifest_is_valid_against_its_crd(shared_spec: Path, document: dict[str, Any]) -> None:
+    validate(shared_spec, document)
+
+
+def test_schema_check_catches_a_wrong_field_type(shared_spec: Path) -> None:
+    # The check has teeth: the CRD types spec.delivery.retry as an integer.
+    bad = {
+        "apiVersion": "eventing.knative.dev/v1",
+        "kind": "Trigger",
+        "metadata": {"name": "bad"},
+        "spec": {
+            "broker": "default",
+            "subscriber": {"uri": "http://x"},
+            "delivery": {"retry": "ten"},
+        },
+    }
+    with pytest.raises(jsonschema.ValidationError, match="retry"):
+        validate(shared_spec, bad)
+
+
+def test_the_embedded_broker_reads_the_same_manifests() -> None:
+    topology = load_topology(sorted((PROJECT / "knative").glob("*.yaml")))
+    names = {t.name for t in topology.triggers}
+    assert {"planner", "worker", "aggregator", "flaky", "reports"} <= names
+
+
+def test_generated_triggers_of_the_reference_agents_are_valid(shared_spec: Path) -> None:
+    agents, errors = discover_agents("functions.agents")
+    assert errors == []
+    assert {a.agent.spec.name for a in agents} == {"planner", "worker", "aggregator", "flaky"}
+    for found in agents:
+        for document in trigger_documents(found.agent.spec, dead_letter_sink="dead-letters"):
+            validate(shared_spec, document)
