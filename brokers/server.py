@@ -131,7 +131,11 @@ class BrokerServer:
 
     async def listen(self, host: str = "127.0.0.1", port: int = 8080) -> int:
         """Serve the ingress on ``host:port`` (0: any free port); returns the bound port."""
-        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        # proto=IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted connections only for
+        # such sockets, and without it every answer waits out Nagle + delayed ACK (~40 ms).
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
         sock.listen(2048)

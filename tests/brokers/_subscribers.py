@@ -92,7 +92,8 @@ class Subscriber:
         await send({"type": "http.response.body", "body": body})
 
     async def start(self) -> Subscriber:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP: asyncio then sets TCP_NODELAY on accepted connections (no 40 ms stalls).
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
         sock.listen(512)
