@@ -61,6 +61,58 @@ async def _post_all(url: str, events: int, concurrency: int) -> float:
     return elapsed
 
 
+async def _post_paced(url: str, rate: float, seconds: float) -> int:
+    """POST at a fixed ``rate`` (open loop) for ``seconds``; returns how many were sent."""
+    parts = urlsplit(url)
+    host, port, target = parts.hostname or "127.0.0.1", parts.port or 80, parts.path or "/"
+    pool = Http1Pool()
+    total = int(rate * seconds)
+    slots = asyncio.Semaphore(512)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+
+    async def one(i: int) -> None:
+        async with slots:
+            headers = {
+                "ce-specversion": "1.0",
+                "ce-id": f"p{i}",
+                "ce-source": "/bench",
+                "ce-type": "bench.event",
+                "ce-benchsent": str(time.time_ns()),
+                "content-type": "application/json",
+            }
+            response = await pool.post(host, port, target, headers, b'{"n":1}', timeout=30)
+            if response.status >= 300:
+                raise RuntimeError(f"{url} answered {response.status}")
+
+    tasks = []
+    for i in range(total):
+        delay = start + i / rate - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(i)))
+    await asyncio.gather(*tasks)
+    pool.close()
+    return total
+
+
+async def _run_paced(name: str, url: str, sub_port: int, rate: float) -> dict[str, float]:
+    await _stats(sub_port, "/reset")
+    sent = await _post_paced(url, rate, seconds=5.0)
+    deadline = time.monotonic() + 60
+    while (stats := await _stats(sub_port))["count"] < sent:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{name}: only {stats['count']} of {sent} delivered")
+        await asyncio.sleep(0.02)
+    return {
+        "case": name,
+        "events": sent,
+        "rate": rate,
+        "p50_ms": stats["p50_ms"],
+        "p99_ms": stats["p99_ms"],
+    }
+
+
 async def _stats(port: int, path: str = "/stats") -> dict[str, float]:
     async with (
         aiohttp.ClientSession() as session,
@@ -154,13 +206,29 @@ def main() -> None:
                     )
                 )
             )
+        best = max(r["end_to_end_eps"] for r in results if r["case"].startswith("embedded"))
+        paced = [
+            asyncio.run(_run_paced(f"{name} @ {best / 2:.0f}/s", url, sub_port, best / 2))
+            for name, url in (
+                ("floor", f"http://127.0.0.1:{sub_port}/"),
+                ("embedded broker", f"http://127.0.0.1:{broker_port}/default/default"),
+            )
+        ]
+        print(
+            "throughput (closed loop, the generator as fast as answers come; latency is queueing)"
+        )
         print(f"{'case':40} {'ingress ev/s':>12} {'e2e ev/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
         for r in results:
             print(
                 f"{r['case']:40} {r['ingress_eps']:12.0f} {r['end_to_end_eps']:10.0f} "
                 f"{r['p50_ms']:8.2f} {r['p99_ms']:8.2f}"
             )
+        print("latency at half the broker's measured maximum (open loop, 5 s)")
+        for r in paced:
+            print(f"{r['case']:40} {r['p50_ms']:8.2f} ms p50 {r['p99_ms']:8.2f} ms p99")
+        results.extend(paced)
         if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(
                 json.dumps({"cpu_count": os.cpu_count(), "results": results}, indent=2)
             )

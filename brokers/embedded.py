@@ -40,6 +40,7 @@ __all__ = ["SqliteEventLog"]
 log = logging.getLogger(__name__)
 
 _PARTITION: Final = 0
+_TRIM_ROWS: Final = 5_000  # most rows one trim deletes
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS events (
     topic TEXT NOT NULL, seq INTEGER NOT NULL, body BLOB NOT NULL, PRIMARY KEY (topic, seq)
@@ -171,7 +172,7 @@ class SqliteEventLog:
         buffer_limit: int = 20_000,
         write_timeout: float = 10.0,
         busy_timeout: float = 5.0,
-        trim_interval: float = 5.0,
+        trim_interval: float = 0.5,
     ) -> None:
         self.path = Path(data_dir) / "events.sqlite3"
         self.buffer_limit = buffer_limit
@@ -191,6 +192,7 @@ class SqliteEventLog:
         self._next_seq: dict[str, int] = {}
         self._cursors: dict[tuple[str, str], int] = {}
         self._subscriptions: dict[str, list[_SqliteSubscription]] = {}
+        self._trimmed: dict[str, int] = {}  # writer thread only: seq below which all is gone
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
@@ -206,6 +208,9 @@ class SqliteEventLog:
         conn = self._connect()
         conn.executescript(_SCHEMA)
         self._next_seq = dict(conn.execute("SELECT topic, next_seq FROM topics").fetchall())
+        self._trimmed = dict(
+            conn.execute("SELECT topic, MIN(seq) FROM events GROUP BY topic").fetchall()
+        )
         for topic, grp, next_seq in conn.execute("SELECT topic, grp, next_seq FROM cursors"):
             self._cursors[(topic, grp)] = next_seq
         self._reader = conn
@@ -277,6 +282,9 @@ class SqliteEventLog:
     def _write(self, conn: sqlite3.Connection, batch: _Pending, *, trim: bool) -> None:
         assigned: list[tuple[_Append, int]] = []
         next_seq = dict(self._next_seq)
+        trims = self._trim_ranges() if trim else []
+        if not batch.appends and not batch.commits and not trims:
+            return  # an idle tick: no transaction, no fsync
         try:
             conn.execute("BEGIN IMMEDIATE")
             for append in batch.appends:
@@ -296,8 +304,7 @@ class SqliteEventLog:
                 "INSERT OR REPLACE INTO cursors (topic, grp, next_seq) VALUES (?, ?, ?)",
                 [(t, g, s) for (t, g), s in batch.commits.items()],
             )
-            if trim:
-                self._trim(conn)
+            conn.executemany("DELETE FROM events WHERE topic = ? AND seq >= ? AND seq < ?", trims)
             conn.execute("COMMIT")
         except (sqlite3.Error, ValueError, TypeError) as error:
             with contextlib.suppress(sqlite3.Error):
@@ -313,17 +320,26 @@ class SqliteEventLog:
             return
         self._next_seq = next_seq
         self._cursors.update(batch.commits)
+        for topic, _, upto in trims:
+            self._trimmed[topic] = upto
         if assigned:
             assert self._loop is not None
             self._loop.call_soon_threadsafe(self._publish, assigned)
 
-    def _trim(self, conn: sqlite3.Connection) -> None:
+    def _trim_ranges(self) -> list[tuple[str, int, int]]:
         # Keep every event some live Trigger has not yet moved past; nothing else is read.
+        # Bounded and frequent: one big DELETE inside a group commit would hold every waiting
+        # ingress request for its whole duration.
+        ranges = []
         for topic, subscriptions in list(self._subscriptions.items()):
             if not subscriptions:
                 continue
             low = min(s.committed for s in subscriptions)
-            conn.execute("DELETE FROM events WHERE topic = ? AND seq < ?", (topic, low))
+            floor = self._trimmed.get(topic, 0)
+            upto = min(low, floor + _TRIM_ROWS)
+            if upto > floor:
+                ranges.append((topic, floor, upto))
+        return ranges
 
     @staticmethod
     def _fail(appends: list[_Append], error: StoreUnavailableError) -> None:

@@ -16,6 +16,7 @@ from brokers.embedded import SqliteEventLog
 from brokers.log import EventLog, StoreUnavailableError
 from brokers.server import BrokerServer
 from brokers.settings import BrokerSettings
+from functions._cli._process import tune_gc_for_serving
 
 console = Console(stderr=True)
 
@@ -37,6 +38,7 @@ async def _serve(server: BrokerServer, host: str, port: int) -> None:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     await server.start()
+    tune_gc_for_serving()
     bound = await server.listen(host, port)
     paths = ", ".join(spec.path for spec in server.topology.brokers.values())
     console.print(

@@ -27,6 +27,7 @@ from brokers.config import ConfigError, load_topology, parse_documents
 from brokers.embedded import SqliteEventLog
 from brokers.server import BrokerServer
 from brokers.settings import BrokerSettings
+from functions._cli._process import tune_gc_for_serving
 from functions._cli.broker import parse_services
 from functions._knative import trigger_documents
 from functions._loader import DiscoveredAgent, discover_agents
@@ -120,6 +121,7 @@ async def _run(
             settings=settings,
         )
         await server.start()
+        tune_gc_for_serving()
         await server.listen(host, port)
         table = Table(title="agentfn dev", show_lines=False)
         for column in ("agent", "url", "consumes", "emits"):

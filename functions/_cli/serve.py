@@ -10,6 +10,7 @@ import typer
 import uvicorn
 from rich.console import Console
 
+from functions._cli._process import tune_gc_for_serving
 from functions._loader import load_agent
 from functions.settings import Settings
 
@@ -66,6 +67,7 @@ def serve(
         f"consumes {', '.join(spec.consumes)}; emits {', '.join(spec.emits) or 'nothing'}; "
         f"idempotency: {settings.idempotency_backend}"
     )
+    tune_gc_for_serving()
     uvicorn.run(
         app, host=host, port=settings.port, log_level="warning", access_log=False, lifespan="on"
     )
