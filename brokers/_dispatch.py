@@ -66,6 +66,7 @@ class DispatchLimits:
 @dataclass(slots=True)
 class _Entry:
     record: LogRecord
+    epoch: int  # the partition's epoch when fetched; stale once the partition is given up
     done: bool = False
 
 
@@ -103,6 +104,7 @@ class TriggerDispatcher:
         self._labels = (trigger.namespace, trigger.broker, trigger.name)
         self._ordered = trigger.order is DeliveryOrder.ORDERED
         self._pending: dict[int, deque[_Entry]] = {}
+        self._epochs: dict[int, int] = {}
         self._lanes: dict[int, asyncio.Queue[_Entry]] = {}
         self._outstanding = 0
         self._room = asyncio.Event()
@@ -163,7 +165,7 @@ class TriggerDispatcher:
                 self._accept(record)
 
     def _accept(self, record: LogRecord) -> None:
-        entry = _Entry(record)
+        entry = _Entry(record, self._epochs.get(record.partition, 0))
         self._pending.setdefault(record.partition, deque()).append(entry)
         self._outstanding += 1
         self._backlog.inc()
@@ -195,6 +197,8 @@ class TriggerDispatcher:
         self._outstanding -= 1
         self._backlog.dec()
         self._room.set()
+        if self._stale(entry):
+            return  # its partition was given up: the new owner resumes from the last commit
         queue = self._pending[entry.record.partition]
         advanced = None
         while queue and queue[0].done:
@@ -241,10 +245,38 @@ class TriggerDispatcher:
         counter.inc()
         return attempt
 
+    def _stale(self, entry: _Entry) -> bool:
+        return entry.epoch != self._epochs.get(entry.record.partition, 0)
+
+    def _still_owned(self, entry: _Entry) -> bool:
+        """False once the event's partition went to another member (a rebalance).
+
+        Then this member stops working on the partition: the new owner delivers from the last
+        committed offset, and a retry here would only be a second, interleaved delivery.
+        Nothing of the partition is committed any more by this member.
+        """
+        if self._stale(entry):
+            return False
+        partition = entry.record.partition
+        if partition in self._subscription.assigned():
+            return True
+        self._epochs[partition] = entry.epoch + 1
+        self._pending.pop(partition, None)
+        self._to_commit.pop(partition, None)
+        log.info(
+            "trigger %s: partition %d moved away; its deliveries stop here",
+            self.trigger.name,
+            partition,
+        )
+        return False
+
     async def _deliver(self, entry: _Entry) -> None:
         event = entry.record.event
         retries = 0
         while True:
+            if not self._still_owned(entry):
+                self._finish(entry)
+                return
             attempt = await self._attempt(self.subscriber_url, event, expect_reply=True)
             if attempt.ok:
                 if attempt.reply is None or await self._forward_reply(event, attempt.reply):
@@ -267,7 +299,8 @@ class TriggerDispatcher:
             )
             if await wait_or_stop(wait, self._stopping):
                 return  # not finished: the event stays uncommitted and comes back on restart
-        await self._dead_letter(event, attempt)
+        if self._still_owned(entry):
+            await self._dead_letter(event, attempt)
         self._finish(entry)
 
     async def _forward_reply(self, original: CloudEvent, reply: CloudEvent) -> bool:
