@@ -116,6 +116,7 @@ class TriggerDispatcher:
         self._committer: asyncio.Task[None] | None = None
         self._backlog = metrics.backlog.labels(*self._labels)
         self._latency = metrics.dispatch_latency.labels(*self._labels)
+        self._lag = metrics.lag.labels(*self._labels)
         self._by_code: dict[int | None, Any] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -209,9 +210,14 @@ class TriggerDispatcher:
 
     async def _commit_loop(self) -> None:
         while True:
-            await self._commit_due.wait()
+            with contextlib.suppress(TimeoutError):
+                # Wakes for a commit, or once a second to refresh the backlog gauge.
+                await asyncio.wait_for(self._commit_due.wait(), 1.0)
             self._commit_due.clear()
             await self._flush_commits()
+            lag = self._subscription.lag()
+            if lag is not None:
+                self._lag.set(lag)
             # Coalesce: one cursor write per short interval, however many events finished.
             await asyncio.sleep(0.02)
 

@@ -95,6 +95,9 @@ class _SqliteSubscription:
     def assigned(self) -> frozenset[int]:
         return frozenset({_PARTITION})
 
+    def lag(self) -> int:
+        return max(0, self._owner._next_seq.get(self._topic, 0) - self.committed)
+
     def _on_appended(self, records: list[LogRecord]) -> None:
         if self._closed:
             return

@@ -554,6 +554,9 @@ class _KafkaSubscription:
         self._handed: dict[int, int] = {}  # offset after the last record handed out
         self._wanted: dict[int, int] = {}  # highest offset the dispatcher asked to commit
         self._committed: dict[int, int] = {}  # highest offset this member committed
+        self._ends: dict[int, int] = {}  # high watermark per owned partition, as last fetched
+        # The group's committed offset when a partition came to this member (for lag only).
+        self._start_positions: dict[int, int] = {}
         self._waiters: list[asyncio.Future[None]] = []
         self._waiting = False  # the loop waits in fetch() for records
         self._wakeup = asyncio.Event()
@@ -572,6 +575,17 @@ class _KafkaSubscription:
 
     def assigned(self) -> frozenset[int]:
         return self._owned
+
+    def lag(self) -> int | None:
+        with self._lock:
+            owned, ends = self._owned, dict(self._ends)
+            positions = dict(self._start_positions)
+            for partition, offset in self._committed.items():
+                positions[partition] = max(offset, positions.get(partition, offset))
+        known = [(ends[p], positions[p]) for p in owned if p in ends and p in positions]
+        if not known:
+            return None
+        return sum(max(0, end - position) for end, position in known)
 
     async def fetch(self, max_records: int, timeout: float) -> list[LogRecord]:
         deadline = self._loop.time() + timeout
@@ -746,6 +760,7 @@ class _KafkaSubscription:
                 failing = False
                 if batches:
                     self._hand_over(batches)
+                self._note_ends(consumer)
         except Exception:
             log.exception("group %s: consumer thread failed", self.group)
         finally:
@@ -754,6 +769,25 @@ class _KafkaSubscription:
                 consumer.close(autocommit=False, timeout_ms=round(self._owner.write_timeout * 1000))
             _, waiters = self._due_commits(frozenset())
             self._settle(waiters, StoreUnavailableError(f"group {self.group}: closed"))
+
+    def _note_ends(self, consumer: Any) -> None:
+        # highwater() is what the last fetch response said: no request of its own. The group's
+        # committed offset is asked once per partition this member gains.
+        ends = {}
+        starts = {p: o for p, o in self._start_positions.items() if p in self._owned}
+        for partition in self._owned:
+            tp = TopicPartition(self.topic, partition)
+            end = consumer.highwater(tp)
+            if end is not None:
+                ends[partition] = end
+            if partition not in starts:
+                with contextlib.suppress(KafkaError):
+                    committed = consumer.committed(tp)
+                    if committed is not None:
+                        starts[partition] = committed
+        with self._lock:
+            self._ends = ends
+            self._start_positions = starts
 
     def _commit_async(self, consumer: Any) -> None:
         """Send what the dispatcher finished, one commit in flight at a time.

@@ -54,6 +54,13 @@ class Subscription(Protocol):
         """The partitions this member currently owns (all of them for the embedded log)."""
         ...
 
+    def lag(self) -> int | None:
+        """Events stored beyond the group's committed position in the owned partitions.
+
+        The store backlog of a Trigger; ``None`` while it is not known yet.
+        """
+        ...
+
     async def close(self) -> None: ...
 
 

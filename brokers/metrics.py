@@ -78,5 +78,12 @@ class BrokerMetrics:
             registry=r,
         )
 
+        self.lag = Gauge(
+            "broker_trigger_store_backlog",
+            "Events stored beyond a Trigger's committed position: its backlog in the store",
+            ["namespace_name", "broker_name", "trigger_name"],
+            registry=r,
+        )
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

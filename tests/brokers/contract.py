@@ -842,16 +842,27 @@ class BrokerContract:
             [trigger("slow", slow.url), trigger("fast", fast.url)],
             settings=BrokerSettings(subscriber_in_flight=4, max_in_flight=16),
         )
-        sent = [event(data={"i": i}) for i in range(60)]
-        for ev in sent:
-            assert await harness.send(broker.url(), ev) == 202
-        await async_wait_until(
-            lambda: len(fast.arrivals) == 60, timeout=10, message="the fast trigger"
-        )
-        assert len(slow.arrivals) == 4, "the slow subscriber holds only its own slots"
-        release.set()
+        try:
+            sent = [event(data={"i": i}) for i in range(60)]
+            for ev in sent:
+                assert await harness.send(broker.url(), ev) == 202
+            await async_wait_until(
+                lambda: len(fast.arrivals) == 60, timeout=10, message="the fast trigger"
+            )
+            assert len(slow.arrivals) == 4, "the slow subscriber holds only its own slots"
+            # The stuck Trigger's position has not moved: every event is backlog in the store.
+            await async_wait_until(
+                lambda: broker.metric("broker_trigger_store_backlog", trigger_name="slow") == 60,
+                message="the slow trigger's store backlog",
+            )
+        finally:
+            release.set()  # never leave handlers parked: teardown would wait on them
         await async_wait_until(
             lambda: len(slow.arrivals) == 60, timeout=10, message="the slow trigger"
+        )
+        await async_wait_until(
+            lambda: broker.metric("broker_trigger_store_backlog", trigger_name="slow") == 0,
+            message="the backlog to drain",
         )
 
     async def test_ordered_trigger_delivers_one_at_a_time_in_order(self, harness: Harness) -> None:

@@ -41,6 +41,9 @@ class ScriptedSubscription:
     def assigned(self) -> frozenset[int]:
         return frozenset(self.owned)
 
+    def lag(self) -> int | None:
+        return None
+
     async def close(self) -> None:
         return None
 
