@@ -45,8 +45,18 @@ lint: venv
 demo: venv
 	$(PY) scripts/demo.py
 
-bench: venv system-deps
-	$(PY) bench/bench_broker.py --json bench/results/broker.json
+# The peers (Celery, Dramatiq, FastStream), matplotlib and py-spy come with the `bench` extra:
+# benchmark tools only, never runtime dependencies. BENCH_ARGS passes options to the harness,
+# e.g. `make bench BENCH_ARGS=--quick` or `BENCH_ARGS="--scenarios throughput,latency"`.
+BENCH_STAMP := $(VENV)/.installed-bench
+BENCH_ARGS ?=
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP) system-deps
+	$(PY) bench/harness.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache
