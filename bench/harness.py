@@ -77,7 +77,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.report_only:
         env = Env(args.out, args.out, events=0, repeats=0, quick=False)
-        log(report.write_markdown(env, None))
+        log(report.write_markdown(env))
         report.write_plots(env)
         return
 
@@ -118,7 +118,7 @@ def main() -> None:
             failed = failed or any(s.errors and not s.reps for s in summary.systems)
             report.write_json(env, summary)
         total = time.perf_counter() - started
-        text = report.write_markdown(env, total)
+        text = report.write_markdown(env)
         report.write_plots(env)
         log("")
         log(text)

@@ -323,7 +323,8 @@ async def run_scenario(
         # Alternate: every repetition runs each system once, so a burst of load from elsewhere
         # on the (shared) machine hurts one run of one system, not all runs of one system.
         # A scenario may cap its repetitions (``max_repeats``: a profile needs one).
-        for rep in range(min(env.repeats, getattr(scenario, "max_repeats", None) or env.repeats)):
+        repeats = min(env.repeats, getattr(scenario, "max_repeats", None) or env.repeats)
+        for rep in range(repeats):
             for system, result in zip(systems, results, strict=True):
                 t0 = time.perf_counter()
                 try:
@@ -340,7 +341,7 @@ async def run_scenario(
                     if isinstance(metrics.get(c.metric), int | float)
                 )
                 log(
-                    f"  {scenario.name} rep {rep + 1}/{env.repeats} {system.key:<18} {shown} "
+                    f"  {scenario.name} rep {rep + 1}/{repeats} {system.key:<18} {shown} "
                     f"({time.perf_counter() - t0:.1f}s)"
                 )
     finally:
