@@ -32,7 +32,7 @@ from enum import Enum
 from pathlib import Path
 from typing import IO, Any, Final, Protocol
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, ResponseError
@@ -79,6 +79,9 @@ def idempotency_key(agent: str, source: str, event_id: str) -> str:
 
 
 _TOKEN_PREFIX: Final = os.urandom(6).hex()
+#: Connections per agent process to Redis: above the broker's default in-flight deliveries
+#: per subscriber (128), so a full burst never waits for a connection.
+_POOL_CONNECTIONS: Final = 256
 _token_counter = itertools.count()
 
 
@@ -418,9 +421,15 @@ def redis_client(url: str, *, timeout_s: float = 2.0) -> Redis:
     The retry replaces a pooled connection that died with a Redis restart; anything longer
     would hold the broker's request while Redis is down, when a quick 503 lets it back off.
     """
-    return Redis.from_url(
+    # A blocking pool: redis-py's default pool fails the 101st concurrent call at once
+    # (MaxConnectionsError), and a broker delivers up to 128 events at a time per subscriber.
+    # Waiting (bounded by the same timeout) for a free connection is what a burst needs.
+    pool = BlockingConnectionPool.from_url(
         url,
+        max_connections=_POOL_CONNECTIONS,
+        timeout=timeout_s,
         socket_timeout=timeout_s,
         socket_connect_timeout=timeout_s,
         retry=Retry(NoBackoff(), 1),
     )
+    return Redis(connection_pool=pool)
