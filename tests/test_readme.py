@@ -34,4 +34,3 @@ async def test_the_agent_example_answers_as_the_readme_says() -> None:
     (reply,) = from_http(dict(response.headers), response.content)
     assert reply.type == "qa.answered"
     assert reply.data == {"words": 3}
-
