@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from collections.abc import Mapping, Sequence
 
 import uvicorn
@@ -12,6 +11,7 @@ import uvicorn
 from brokers._dispatch import DispatchLimits, TriggerDispatcher
 from brokers._ingress import IngressApp
 from brokers._sender import HttpSender
+from brokers._serving import serve_in_loop
 from brokers.config import BrokerSpec, ConfigError, Topology, TriggerSpec
 from brokers.delivery import Destination
 from brokers.log import EventLog, LogRecord, topic_name
@@ -131,33 +131,16 @@ class BrokerServer:
 
     async def listen(self, host: str = "127.0.0.1", port: int = 8080) -> int:
         """Serve the ingress on ``host:port`` (0: any free port); returns the bound port."""
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        # proto=IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted connections only for
-        # such sockets, and without it every answer waits out Nagle + delayed ACK (~40 ms).
-        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(2048)
-        sock.setblocking(False)
-        config = uvicorn.Config(
+        self._server, bound = await serve_in_loop(
             self.app,
+            host,
+            port,
             http="httptools",
-            lifespan="off",
-            log_level="warning",
-            access_log=False,
             date_header=False,
             server_header=False,
             timeout_keep_alive=30,
             proxy_headers=False,
-            backlog=2048,
         )
-        config.load()
-        self._server = uvicorn.Server(config)
-        # Driven step by step (not serve()) so the caller's loop and signal handlers stay its own.
-        self._server.lifespan = config.lifespan_class(config)
-        await self._server.startup(sockets=[sock])
-        bound: int = sock.getsockname()[1]
         log.info("broker ingress listening on %s:%d", host, bound)
         return bound
 

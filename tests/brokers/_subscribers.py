@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -11,6 +10,7 @@ from typing import Any
 
 import uvicorn
 
+from brokers._serving import serve_in_loop
 from events import CloudEvent, from_http, to_binary
 
 
@@ -92,18 +92,7 @@ class Subscriber:
         await send({"type": "http.response.body", "body": body})
 
     async def start(self) -> Subscriber:
-        # IPPROTO_TCP: asyncio then sets TCP_NODELAY on accepted connections (no 40 ms stalls).
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(512)
-        sock.setblocking(False)
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(self, lifespan="off", log_level="warning", access_log=False)
-        config.load()
-        self._server = uvicorn.Server(config)
-        self._server.lifespan = config.lifespan_class(config)
-        await self._server.startup(sockets=[sock])
+        self._server, self.port = await serve_in_loop(self, "127.0.0.1", 0)
         return self
 
     async def stop(self) -> None:
