@@ -30,7 +30,10 @@ class Work(BaseModel):
     sent: int = 0
 
 
-agent = Agent("bench-agent", description="The peer benchmarks' handler: dedupe + count in Redis.")
+#: The agent's name: its Knative Service, and ``inprocess://bench-agent`` when hosted in-process.
+AGENT_NAME = "bench-agent"
+
+agent = Agent(AGENT_NAME, description="The peer benchmarks' handler: dedupe + count in Redis.")
 
 
 #: Connections of the handler's own Redis pool: at least the broker's deliveries in flight

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 from urllib.parse import urlsplit
@@ -11,9 +13,12 @@ import aiohttp
 
 from brokers._http1 import Http1Pool, RequestFailedError
 from brokers.delivery import parse_retry_after
+from brokers.inprocess import LocalSubscriber, origin_of
 from events import CloudEvent, InvalidEventError, from_http, to_binary
 
 __all__ = ["Attempt", "HttpSender"]
+
+log = logging.getLogger(__name__)
 
 #: Knative answers 502 for a subscriber reply that is not a CloudEvent; so do we.
 BAD_GATEWAY: Final = 502
@@ -35,11 +40,21 @@ class Attempt:
 
 
 class HttpSender:
-    def __init__(self, *, connections: int = 512) -> None:
+    """Delivers over HTTP, or by a call to a subscriber hosted in this process.
+
+    ``local`` maps URL origins (see :func:`brokers.inprocess.origin_of`) to in-process
+    subscribers; every other URL is POSTed to.
+    """
+
+    def __init__(
+        self, *, connections: int = 512, local: Mapping[str, LocalSubscriber] | None = None
+    ) -> None:
         self._connections = connections
         self._session: aiohttp.ClientSession | None = None
         self._pool = Http1Pool()
         self._targets: dict[str, tuple[str, int, str] | None] = {}
+        self._local = {origin_of(key): subscriber for key, subscriber in (local or {}).items()}
+        self._local_by_url: dict[str, LocalSubscriber | None] = {}
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(
@@ -70,6 +85,12 @@ class HttpSender:
     ) -> Attempt:
         """POST ``event`` in binary mode; read the answer, and a reply event if there is one."""
         assert self._session is not None, "start() the sender first"
+        if self._local:
+            if url not in self._local_by_url:
+                self._local_by_url[url] = self._local.get(origin_of(url))
+            local = self._local_by_url[url]
+            if local is not None:
+                return await self._call(local, url, event, timeout)
         headers, body = to_binary(event)
         if expect_reply:
             headers["prefer"] = "reply"
@@ -91,8 +112,25 @@ class HttpSender:
             return Attempt(status=None, error=f"{type(error).__name__}: {error}")
         return self._interpret(status, answer_headers, answer)
 
+    async def _call(
+        self, subscriber: LocalSubscriber, url: str, event: CloudEvent, timeout: float
+    ) -> Attempt:
+        """One delivery to an in-process subscriber, answered as if over HTTP."""
+        try:
+            async with asyncio.timeout(timeout):
+                status, headers, body = await subscriber(event)
+        except TimeoutError:
+            # As over HTTP: no answer in time. The handler is cancelled rather than left
+            # running beside the retry (a server would keep it; here nobody could stop it).
+            return Attempt(status=None, error=f"{url}: no answer within {timeout:g}s")
+        except Exception as error:
+            # A crash of the subscriber, not an answer: what a reset connection is over HTTP.
+            log.exception("in-process subscriber %s failed", url)
+            return Attempt(status=None, error=f"{type(error).__name__}: {error}")
+        return self._interpret(status, headers, body)
+
     @staticmethod
-    def _interpret(status: int, headers: list[tuple[bytes, bytes]], answer: bytes) -> Attempt:
+    def _interpret(status: int, headers: Sequence[tuple[bytes, bytes]], answer: bytes) -> Attempt:
         retry_after = None
         if status in (429, 503):
             for name, value in headers:

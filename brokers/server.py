@@ -14,6 +14,7 @@ from brokers._sender import HttpSender
 from brokers._serving import serve_in_loop
 from brokers.config import BrokerSpec, ConfigError, Topology, TriggerSpec
 from brokers.delivery import Destination
+from brokers.inprocess import LocalSubscriber
 from brokers.log import EventLog, LogRecord, topic_name
 from brokers.metrics import BrokerMetrics
 from brokers.settings import BrokerSettings
@@ -47,6 +48,8 @@ class BrokerServer:
 
     ``await start()`` opens the log and the dispatchers, ``await listen(...)`` serves the
     ingress, ``await stop()`` drains and closes. ``app`` is the ASGI ingress for in-process use.
+    ``local_subscribers`` maps URL origins (e.g. ``inprocess://planner``) to subscribers hosted
+    in this process (:mod:`brokers.inprocess`); deliveries to them are calls, not requests.
     """
 
     def __init__(
@@ -56,13 +59,14 @@ class BrokerServer:
         *,
         services: Mapping[str, str] | None = None,
         settings: BrokerSettings | None = None,
+        local_subscribers: Mapping[str, LocalSubscriber] | None = None,
     ) -> None:
         self.topology = topology
         self.settings = settings or BrokerSettings()
         self.metrics = BrokerMetrics()
         self._log = event_log
         self._services = dict(services or {})
-        self._sender = HttpSender(connections=self.settings.max_in_flight)
+        self._sender = HttpSender(connections=self.settings.max_in_flight, local=local_subscribers)
         self._limits = DispatchLimits(
             max_in_flight=self.settings.max_in_flight,
             subscriber_in_flight=self.settings.subscriber_in_flight,

@@ -349,7 +349,23 @@ class AgentApp:
             return _json_response(
                 400, {"error": "invalid CloudEvent", "message": "send one event per request"}
             )
-        event = events[0]
+        http_traceparent: str | None = None
+        if extensions.TRACEPARENT not in events[0].attributes:
+            for name, value in raw_headers:
+                if name == b"traceparent":
+                    http_traceparent = value.decode("latin-1")
+                    break
+        return await self.deliver(events[0], traceparent=http_traceparent)
+
+    async def deliver(self, event: CloudEvent, *, traceparent: str | None = None) -> Response:
+        """The answer to one CloudEvent that is already parsed and validated.
+
+        What :meth:`handle` does after parsing the request, with the same answers; the broker
+        calls it directly for an agent it hosts in its own process (``agentfn dev
+        --in-process``). ``traceparent`` is the W3C header the request carried, if any.
+        """
+        if not self._started:
+            await self.start()
         route = self._route(event)
         if route is None:
             self.metrics.for_type(event.type).failed(FailureKind.NO_HANDLER)
@@ -388,13 +404,7 @@ class AgentApp:
         attributes = event.attributes
         chain = attributes.get(extensions.CHAIN_ID)
         chain_id = str(chain) if chain is not None else _mint_chain_id(event)
-        http_traceparent: str | None = None
-        if extensions.TRACEPARENT not in attributes:
-            for name, value in raw_headers:
-                if name == b"traceparent":
-                    http_traceparent = value.decode("latin-1")
-                    break
-        span = self._tracing.start(event, self._tracing.parent(event, http_traceparent), chain_id)
+        span = self._tracing.start(event, self._tracing.parent(event, traceparent), chain_id)
         token = otel_context.attach(trace.set_span_in_context(span))
         try:
             answer = await self._run(route, event, payload, chain_id, span)

@@ -18,7 +18,8 @@ from pathlib import Path
 from bench._harness import procs
 from bench._harness.core import ColdStart, Env, Knobs, Running, Workload
 from bench._harness.http import CONCURRENCY, CloudEventSender
-from bench.agents import HOP_TYPES
+from bench.agents import AGENT_NAME, HOP_TYPES
+from brokers.inprocess import inprocess_url
 
 SCENARIOS = frozenset({"throughput", "latency", "retry", "cold_start", "idempotency", "profile"})
 #: Tansu answers a pending fetch only after about half its wait even when records arrive (Apache
@@ -31,6 +32,7 @@ TANSU_SESSION_TIMEOUT_S = 2.0
 
 
 def triggers_yaml(agent_url: str, dead_letter_url: str, workload: Workload) -> str:
+    """One Trigger per hop; ``agent_url`` is the agent's HTTP URL or ``inprocess://NAME``."""
     documents = []
     for hop_type in HOP_TYPES[: workload.hops]:
         name = hop_type.replace(".", "-")
@@ -81,8 +83,7 @@ async def start_agent(
     return proc, port
 
 
-async def agent_failures(port: int) -> int:
-    """Deliveries the agent answered with an error (``agentfn_events_failed_total``)."""
+async def _metric_sum(port: int, prefix: str, *, excluding: str | None = None) -> int:
     import aiohttp
 
     async with (
@@ -94,8 +95,20 @@ async def agent_failures(port: int) -> int:
         sum(
             float(line.rsplit(" ", 1)[1])
             for line in text.splitlines()
-            if line.startswith("agentfn_events_failed_total{")
+            if line.startswith(prefix) and (excluding is None or excluding not in line)
         )
+    )
+
+
+async def agent_failures(port: int) -> int:
+    """Deliveries the agent answered with an error (``agentfn_events_failed_total``)."""
+    return await _metric_sum(port, "agentfn_events_failed_total{")
+
+
+async def delivery_failures(broker_port: int) -> int:
+    """Delivery attempts the broker saw fail (``broker_filter_event_count``, not 2xx)."""
+    return await _metric_sum(
+        broker_port, "broker_filter_event_count_total{", excluding='response_code_class="2xx"'
     )
 
 
@@ -104,6 +117,8 @@ class Ours:
     key: str
     label: str
     kafka: bool = False
+    #: The agent hosted in the broker's process (``agentfn dev --in-process``).
+    in_process: bool = False
     idempotency: str | None = None  # None: the workload's
     role: str = "ours"
     scenarios: frozenset[str] = SCENARIOS
@@ -114,8 +129,13 @@ class Ours:
             if self.kafka
             else "embedded SQLite log, fsync on"
         )
+        processes = (
+            f"one process: broker ({backend}) with the agent in it (agentfn dev --in-process)"
+            if self.in_process
+            else f"broker ({backend}) + 1 agent process (uvicorn)"
+        )
         return Knobs(
-            processes=f"broker ({backend}) + 1 agent process (uvicorn)",
+            processes=processes,
             concurrency=f"producer {CONCURRENCY} HTTP connections; broker defaults "
             "(512 in flight, 128 per subscriber)",
             guarantees="202 once durable; Trigger retry 5 exponential + dead-letter sink; "
@@ -146,16 +166,23 @@ class Ours:
             )
             data_dir = Path(tempfile.mkdtemp(prefix="broker-", dir=group.logs))
             triggers = data_dir / "triggers.yaml"
+            agent_url = (
+                inprocess_url(AGENT_NAME) if self.in_process else f"http://127.0.0.1:{agent_port}/"
+            )
             triggers.write_text(
-                triggers_yaml(
-                    f"http://127.0.0.1:{agent_port}/", f"http://127.0.0.1:{sink_port}/", workload
-                )
+                triggers_yaml(agent_url, f"http://127.0.0.1:{sink_port}/", workload)
+            )
+            idempotency = self.idempotency or workload.idempotency
+            command = (
+                ["dev", "bench.agents:agent", "--in-process", "--redis", redis_url]
+                if self.in_process
+                else ["broker"]
             )
             argv = [
                 procs.AGENTFN,
                 "--log-level",
                 "WARNING",
-                "broker",
+                *command,
                 "--port",
                 str(broker_port),
                 "--triggers",
@@ -173,10 +200,12 @@ class Ours:
                 ]
             else:
                 argv += ["--data-dir", str(data_dir)]
-            agent, _ = await start_agent(
-                group, redis_url, self.idempotency or workload.idempotency, port=agent_port
+            agent = None
+            if not self.in_process:
+                agent, _ = await start_agent(group, redis_url, idempotency, port=agent_port)
+            broker = group.spawn(
+                "broker", argv, env=procs.base_env(AGENTFN_IDEMPOTENCY=idempotency)
             )
-            broker = group.spawn("broker", argv)
             await procs.wait_for_port(broker_port, broker, timeout=60)
             await procs.wait_for_port(sink_port, sink)
             sender = CloudEventSender(f"http://127.0.0.1:{broker_port}/default/default", "bench.a")
@@ -185,10 +214,14 @@ class Ours:
                 group=group,
                 send_one=sender.send_one,
                 send_all=sender.send_all,
-                watched=[broker, agent],
-                pids={"broker": broker.pid, "agent": agent.pid},
+                watched=[broker] if agent is None else [broker, agent],
+                pids={"broker": broker.pid}
+                if agent is None
+                else {"broker": broker.pid, "agent": agent.pid},
                 extra={"dead_letter_port": sink_port},
-                failures=lambda: agent_failures(agent_port),
+                failures=(lambda: delivery_failures(broker_port))
+                if agent is None
+                else (lambda: agent_failures(agent_port)),
             )
             yield running
         finally:
@@ -201,6 +234,12 @@ class Ours:
 
 SYSTEMS = [
     Ours("ours", "agentfn (embedded broker + agent)"),
+    Ours(
+        "ours-inprocess",
+        "agentfn in-process (embedded broker with the agent in it)",
+        in_process=True,
+        scenarios=frozenset({"throughput", "latency", "retry", "profile"}),
+    ),
     Ours(
         "ours-kafka",
         "agentfn (Kafka backend on Tansu + agent)",

@@ -1,7 +1,8 @@
 """Profile of our hot path: scenario 1 on our side with py-spy attached to broker and agent.
 
-One extra run of ours (not part of the throughput table: the sampler costs some CPU) with
-``py-spy record --nonblocking`` on the broker and the agent process. Besides the samples, the
+One extra run of ours, as deployed and in-process (not part of the throughput table: the
+sampler costs some CPU) with ``py-spy record --nonblocking`` on the broker and the agent
+process (in-process: the one process). Besides the samples, the
 exact CPU each process used over the run (``/proc/<pid>/stat``) is divided by the events, so
 the per-event cost of every process (broker, agent, Redis, producer) is known without sampling
 error; the samples say where inside the Python processes it goes. Writes
@@ -24,6 +25,8 @@ from typing import Any
 from bench._harness import procs
 from bench._harness.core import Column, Env, ScenarioSummary, System, Workload, settle
 
+#: The systems profiled: ours as deployed (broker + agent process) and in-process.
+PROFILED = ("ours", "ours-inprocess")
 RATE = 200  # samples/s: enough for a 2-3 s run, light on a 2-core machine
 TOP = 18
 
@@ -47,7 +50,7 @@ class Profile:
     _reports: list[str] = field(default_factory=list)
 
     def systems(self, env: Env, available: Sequence[System]) -> list[System]:
-        return [s for s in available if s.key == "ours"]
+        return [s for s in available if s.key in PROFILED]
 
     async def setup(self, env: Env, systems: Sequence[System]) -> None:
         self._reports = []
@@ -111,6 +114,7 @@ class Profile:
             cpu = {r: (after[r] - before[r]) / n * 1e6 for r in after}
             elapsed = done - started
             report = [
+                f"#### {system.label}",
                 f"{n} events in {elapsed:.2f} s ({n / elapsed:.0f}/s) with py-spy sampling at "
                 f"{RATE} Hz (--nonblocking); exact CPU per event from /proc:",
                 *(f"  {role:<18} {value:8.1f} µs/event" for role, value in cpu.items()),
@@ -121,7 +125,7 @@ class Profile:
                 report.append("py-spy not found (pip install -e '.[bench]'): no samples")
             for role, path in outputs.items():
                 report += summarise(role, path, n, cpu.get(role, 0.0))
-            self._reports = report
+            self._reports += report
             return {
                 "eps": n / elapsed,
                 "broker_cpu_us": cpu.get("broker", 0.0),

@@ -4,6 +4,12 @@ Each agent runs in its own process (``agentfn serve``), as each runs in its own 
 the broker runs in this one. Triggers come from ``--triggers`` files (the YAML you apply to
 Knative) or, without them, from the agents' own declarations. Agents publish fan-out events to
 the broker's ingress over HTTP (``AGENTFN_BROKER_URL``), never by import.
+
+``--in-process`` hosts the agents in the broker's process instead: a Trigger whose subscriber
+is an agent (a Service ref by name, or ``inprocess://NAME``) is delivered by a call into the
+agent's runtime, with the answers and the delivery policy of the HTTP path (see
+:mod:`brokers.inprocess`). One process, no agent ports: the fastest way to run on one machine,
+and the least like a cluster (a handler that blocks the event loop stalls every agent).
 """
 
 from __future__ import annotations
@@ -25,12 +31,15 @@ from rich.table import Table
 
 from brokers.config import ConfigError, load_topology, parse_documents
 from brokers.embedded import SqliteEventLog
+from brokers.inprocess import LocalSubscriber, inprocess_url
 from brokers.server import BrokerServer
 from brokers.settings import BrokerSettings
+from functions._asgi import AgentApp
 from functions._cli._process import tune_gc_for_serving
 from functions._cli.broker import parse_services
 from functions._knative import trigger_documents
-from functions._loader import DiscoveredAgent, discover_agents
+from functions._loader import DiscoveredAgent, discover_agents, load_agent
+from functions.settings import Settings
 
 console = Console(highlight=False)
 
@@ -76,12 +85,14 @@ async def _run(
     redis: str | None,
     dead_letter_sink: str | None,
     settings: BrokerSettings,
+    in_process: bool = False,
 ) -> None:
     ingress = f"http://{host}:{port}/default/default"
     env = dict(os.environ, AGENTFN_BROKER_URL=ingress, PYTHONUNBUFFERED="1")
     if redis:
         env["AGENTFN_REDIS_URL"] = redis
     processes: list[asyncio.subprocess.Process] = []
+    apps: dict[str, AgentApp] = {}
     pumps: list[asyncio.Task[None]] = []
     server: BrokerServer | None = None
     stop = asyncio.Event()
@@ -91,7 +102,18 @@ async def _run(
             loop.add_signal_handler(sig, stop.set)
     try:
         urls: dict[str, str] = {}
-        for found in agents:
+        for found in agents if in_process else []:
+            name = found.agent.spec.name
+            # The rest from AGENTFN_* as in a served agent; --redis wins over the variable.
+            agent_settings = (
+                Settings(broker_url=ingress, redis_url=redis)
+                if redis
+                else Settings(broker_url=ingress)
+            )
+            apps[name] = found.agent.app(settings=agent_settings, configure_tracing=True)
+            await apps[name].start()
+            urls[name] = inprocess_url(name)
+        for found in [] if in_process else agents:
             agent_port = _free_port(host)
             name = found.agent.spec.name
             process = await asyncio.create_subprocess_exec(
@@ -103,7 +125,8 @@ async def _run(
             assert process.stdout is not None
             pumps.append(asyncio.create_task(_pump(process.stdout, name, next(_COLOURS))))
             urls[name] = f"http://{host}:{agent_port}"
-        for url, process in zip(urls.values(), processes, strict=True):
+        served = [] if in_process else list(urls.values())
+        for url, process in zip(served, processes, strict=True):
             await _wait_ready(f"{url}/healthz", process, timeout=60)
         documents: list[Any] = []
         if trigger_files:
@@ -114,11 +137,13 @@ async def _run(
                     trigger_documents(found.agent.spec, dead_letter_sink=dead_letter_sink)
                 )
             topology = parse_documents(documents)
+        local: dict[str, LocalSubscriber] = {urls[name]: app.deliver for name, app in apps.items()}
         server = BrokerServer(
             topology,
             SqliteEventLog(data_dir, fsync=settings.fsync),
             services={**urls, **services},
             settings=settings,
+            local_subscribers=local,
         )
         await server.start()
         tune_gc_for_serving()
@@ -147,6 +172,8 @@ async def _run(
     finally:
         if server is not None:
             await server.stop()
+        for app in apps.values():
+            await app.aclose()
         for process in processes:
             if process.returncode is None:
                 process.terminate()
@@ -177,13 +204,29 @@ def dev(
         str | None,
         typer.Option(help="Service name or URL for generated Triggers without their own sink"),
     ] = None,
+    in_process: Annotated[
+        bool,
+        typer.Option(
+            "--in-process",
+            help="Host the agents in the broker's process: deliveries are calls, not requests",
+        ),
+    ] = False,
 ) -> None:
     """Run the embedded broker and every agent locally, routed like on Knative."""
     found: list[DiscoveredAgent] = []
     for target in targets or ["functions.agents"]:
+        if ":" in target:
+            # MODULE:AGENT (or FILE.py:AGENT) names one agent, as `agentfn serve` takes it.
+            module, _, attribute = target.partition(":")
+            try:
+                found.append(DiscoveredAgent(module, attribute, load_agent(target)))
+            except LookupError as missing:
+                console.print(f"[red]error:[/red] {missing}")
+                raise typer.Exit(2) from None
+            continue
         agents, errors = discover_agents(target)
-        for error in errors:
-            console.print(f"[yellow]skipped {error}[/yellow]")
+        for skipped in errors:
+            console.print(f"[yellow]skipped {skipped}[/yellow]")
         found.extend(agents)
     if not found:
         console.print("[red]error:[/red] no agents found")
@@ -205,8 +248,14 @@ def dev(
             redis=redis,
             dead_letter_sink=dead_letter_sink,
             settings=settings,
+            in_process=in_process,
         )
-        asyncio.run(run)
+        try:
+            import uvloop
+        except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard]
+            asyncio.run(run)
+        else:
+            uvloop.run(run)
     except (ConfigError, ValueError, RuntimeError) as error:
         console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(2) from None
