@@ -33,7 +33,15 @@ from bench.scenarios.throughput import ratio_notes
 HOPS = 3
 #: Chains/s when no throughput result is at hand (``--scenarios latency`` on a fresh clone).
 DEFAULT_RATE = 100.0
-MEMBERS = ("ours", "ours-kafka", "celery", "dramatiq", "faststream-redis", "faststream-kafka")
+MEMBERS = (
+    "ours",
+    "ours-inprocess",
+    "ours-kafka",
+    "celery",
+    "dramatiq",
+    "faststream-redis",
+    "faststream-kafka",
+)
 
 
 def _percentile(ordered: list[float], p: float) -> float:

@@ -26,7 +26,7 @@ FAILURES = 2
 BASE_S = 0.1
 EARLY_TOLERANCE_S = 0.010
 LATE_ALLOWANCE_S = 0.100
-MEMBERS = ("ours", "celery", "dramatiq", "faststream-redis")
+MEMBERS = ("ours", "ours-inprocess", "celery", "dramatiq", "faststream-redis")
 
 
 def nominal(retry: int) -> float:
