@@ -21,39 +21,85 @@ and metrics::
 
 Serve it with ``agentfn serve module:agent``, ``uvicorn module:agent``, or functions-framework
 (``function = agent.http_function()``; ``functions-framework --asgi --target=function``).
+
+The names below are imported when first used (PEP 562), so ``import functions.cli`` and the
+commands that never serve an agent do not pay for the runtime's imports.
 """
 
-from functions._agent import Agent
-from functions._asgi import AgentApp
-from functions._breaker import (
-    BreakerPolicy,
-    BreakerState,
-    BreakerStore,
-    CircuitBreakers,
-    InMemoryBreakerStore,
-    RedisBreakerStore,
-)
-from functions._context import Context
-from functions._errors import (
-    AgentDefinitionError,
-    CircuitOpenError,
-    PublishError,
-    RetryableError,
-    StoreUnavailableError,
-    UnavailableError,
-)
-from functions._hints import Delivery, Resources, Scaling
-from functions._idempotency import (
-    Claim,
-    ClaimState,
-    IdempotencyStore,
-    InMemoryIdempotencyStore,
-    RedisIdempotencyStore,
-)
-from functions._publisher import HTTPClient, HttpPublisher, HTTPResponse, Publisher
-from functions._spec import AgentSpec, HandlerSpec
-from functions._tracing import configure_from_env as configure_tracing
-from functions.settings import Settings
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from functions._agent import Agent
+    from functions._asgi import AgentApp
+    from functions._breaker import (
+        BreakerPolicy,
+        BreakerState,
+        BreakerStore,
+        CircuitBreakers,
+        InMemoryBreakerStore,
+        RedisBreakerStore,
+    )
+    from functions._context import Context
+    from functions._errors import (
+        AgentDefinitionError,
+        CircuitOpenError,
+        PublishError,
+        RetryableError,
+        StoreUnavailableError,
+        UnavailableError,
+    )
+    from functions._hints import Delivery, Resources, Scaling
+    from functions._idempotency import (
+        Claim,
+        ClaimState,
+        IdempotencyStore,
+        InMemoryIdempotencyStore,
+        RedisIdempotencyStore,
+    )
+    from functions._publisher import HTTPClient, HttpPublisher, HTTPResponse, Publisher
+    from functions._spec import AgentSpec, HandlerSpec
+    from functions._tracing import configure_from_env as configure_tracing
+    from functions.settings import Settings
+
+#: Module -> the public names it defines (``configure_tracing`` is its configure_from_env).
+_MODULES: Final = {
+    "functions._agent": ("Agent",),
+    "functions._asgi": ("AgentApp",),
+    "functions._breaker": (
+        "BreakerPolicy",
+        "BreakerState",
+        "BreakerStore",
+        "CircuitBreakers",
+        "InMemoryBreakerStore",
+        "RedisBreakerStore",
+    ),
+    "functions._context": ("Context",),
+    "functions._errors": (
+        "AgentDefinitionError",
+        "CircuitOpenError",
+        "PublishError",
+        "RetryableError",
+        "StoreUnavailableError",
+        "UnavailableError",
+    ),
+    "functions._hints": ("Delivery", "Resources", "Scaling"),
+    "functions._idempotency": (
+        "Claim",
+        "ClaimState",
+        "IdempotencyStore",
+        "InMemoryIdempotencyStore",
+        "RedisIdempotencyStore",
+    ),
+    "functions._publisher": ("HTTPClient", "HttpPublisher", "HTTPResponse", "Publisher"),
+    "functions._spec": ("AgentSpec", "HandlerSpec"),
+    "functions._tracing": ("configure_tracing",),
+    "functions.settings": ("Settings",),
+}
+_EXPORTS: Final = {name: module for module, names in _MODULES.items() for name in names}
+_RENAMED: Final = {"configure_tracing": "configure_from_env"}
 
 __all__ = [
     "Agent",
@@ -88,3 +134,16 @@ __all__ = [
     "UnavailableError",
     "configure_tracing",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), _RENAMED.get(name, name))
+    globals()[name] = value  # the next lookup is a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

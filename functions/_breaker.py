@@ -22,11 +22,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Final, Protocol, TypeVar
-
-from redis.asyncio import Redis
+from typing import TYPE_CHECKING, Final, Protocol, TypeVar
 
 from functions._errors import CircuitOpenError, UnavailableError
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 __all__ = [
     "BreakerPolicy",

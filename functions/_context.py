@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry.trace import Span
 from pydantic import BaseModel
-from redis.asyncio import Redis
 
 from events import AttributeValue, CloudEvent
 from functions._breaker import CircuitBreakers
@@ -19,6 +18,8 @@ from functions._tracing import trace_headers
 from functions.settings import Settings
 
 if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
     from functions._asgi import AgentApp
 
 __all__ = ["Context"]

@@ -13,7 +13,8 @@ a slot of the container's concurrency for as long as the first run takes, and Kn
 
 Two stores keep the same contract: :class:`InMemoryIdempotencyStore` (one process, optionally
 appending outcomes to a file) and :class:`RedisIdempotencyStore` (every replica; one round trip
-per call through a Lua script).
+per call through a Lua script). redis-py is imported only by :func:`redis_client` and the Redis
+store's batcher (whose client brought it in): an agent without Redis never loads it.
 """
 
 from __future__ import annotations
@@ -30,14 +31,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import IO, Any, Final, Protocol
-
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, ResponseError
+from typing import IO, TYPE_CHECKING, Any, Final, Protocol
 
 from functions._errors import StoreUnavailableError
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 __all__ = [
     "Claim",
@@ -287,6 +286,11 @@ class _ScriptBatcher:
     """
 
     def __init__(self, client: Redis) -> None:
+        # Here, not at module level: a Redis client exists, so redis-py is loaded already.
+        from redis.exceptions import NoScriptError, ResponseError  # noqa: PLC0415
+
+        self._no_script = NoScriptError
+        self._response_error = ResponseError
         self._client = client
         self._pending: list[tuple[_Script, list[Any], asyncio.Future[Any]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -308,7 +312,8 @@ class _ScriptBatcher:
     async def _run(self, batch: list[tuple[_Script, list[Any], asyncio.Future[Any]]]) -> None:
         try:
             results = await self._execute([command for _, command, _ in batch])
-            missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+            no_script = self._no_script
+            missing = [i for i, r in enumerate(results) if isinstance(r, no_script)]
             if missing:
                 # Redis restarted (or was flushed) since the scripts were loaded.
                 for script in {batch[i][0] for i in missing}:
@@ -335,7 +340,7 @@ class _ScriptBatcher:
         if len(commands) == 1:
             try:
                 return [await self._client.evalsha(*commands[0])]
-            except ResponseError as error:
+            except self._response_error as error:
                 return [error]
         pipe = self._client.pipeline(transaction=False)
         for command in commands:
@@ -424,6 +429,10 @@ def redis_client(url: str, *, timeout_s: float = 2.0) -> Redis:
     # A blocking pool: redis-py's default pool fails the 101st concurrent call at once
     # (MaxConnectionsError), and a broker delivers up to 128 events at a time per subscriber.
     # Waiting (bounded by the same timeout) for a free connection is what a burst needs.
+    from redis.asyncio import BlockingConnectionPool, Redis  # noqa: PLC0415 - see the docstring
+    from redis.asyncio.retry import Retry  # noqa: PLC0415
+    from redis.backoff import NoBackoff  # noqa: PLC0415
+
     pool = BlockingConnectionPool.from_url(
         url,
         max_connections=_POOL_CONNECTIONS,

@@ -3,22 +3,25 @@
 One pooled keep-alive aiohttp session per agent app, created on first use (inside the running
 loop) and closed at shutdown. Every call goes through the destination's circuit breaker and
 carries the handling span's trace context.
+
+aiohttp (and yarl, multidict) are imported on first use, not with this module: an agent that
+neither publishes nor calls out never loads them, and ``agentfn serve`` starts that much sooner.
 """
 
 from __future__ import annotations
 
 import json as jsonlib
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
-
-import aiohttp
-from multidict import CIMultiDict, CIMultiDictProxy
-from yarl import URL
+from typing import TYPE_CHECKING, Any, Protocol
 
 from events import CloudEvent, to_binary
 from functions._breaker import CircuitBreakers
 from functions._errors import PublishError, UnavailableError
+
+if TYPE_CHECKING:
+    import aiohttp
 
 __all__ = [
     "HTTPClient",
@@ -27,6 +30,7 @@ __all__ = [
     "Publisher",
     "SessionPool",
     "destination_of",
+    "is_connection_error",
 ]
 
 #: Answers the broker (and Knative) retry: the publish is worth another try later.
@@ -35,7 +39,20 @@ _RETRIED_STATUSES = frozenset({404, 408, 409, 429})
 
 def destination_of(url: str) -> str:
     """The breaker key of a URL: its origin (scheme, host and port)."""
+    from yarl import URL  # noqa: PLC0415 - see the module docstring
+
     return str(URL(url).origin())
+
+
+def is_connection_error(error: BaseException) -> bool:
+    """Whether ``error`` is a failure to connect: ``ConnectionError`` or aiohttp's kind.
+
+    Does not import aiohttp: an aiohttp error can only exist once something imported it.
+    """
+    if isinstance(error, ConnectionError):
+        return True
+    aiohttp_ = sys.modules.get("aiohttp")
+    return aiohttp_ is not None and isinstance(error, aiohttp_.ClientConnectionError)
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -51,15 +68,18 @@ class SessionPool:
     """The agent's one aiohttp session, made when first needed."""
 
     def __init__(self, *, timeout_s: float, limit: int = 100) -> None:
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._timeout_s = timeout_s
         self._limit = limit
         self._session: aiohttp.ClientSession | None = None
 
     def get(self) -> aiohttp.ClientSession:
         session = self._session
         if session is None or session.closed:
+            import aiohttp  # noqa: PLC0415 - see the module docstring
+
+            timeout = aiohttp.ClientTimeout(total=self._timeout_s)
             connector = aiohttp.TCPConnector(limit=self._limit, keepalive_timeout=30)
-            session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
+            session = aiohttp.ClientSession(connector=connector, timeout=timeout)
             self._session = session
         return session
 
@@ -90,6 +110,8 @@ class HttpPublisher:
         self._destination = destination_of(url)
 
     async def publish(self, event: CloudEvent) -> None:
+        import aiohttp  # noqa: PLC0415 - see the module docstring
+
         headers, body = to_binary(event)
         async with self._breakers.guard(self._destination):
             try:
@@ -158,6 +180,9 @@ class HTTPClient:
         destination: str | None = None,
     ) -> HTTPResponse:
         """Send one request; ``destination`` names the breaker (default: the URL's origin)."""
+        import aiohttp  # noqa: PLC0415 - see the module docstring
+        from multidict import CIMultiDict, CIMultiDictProxy  # noqa: PLC0415
+
         sent = dict(self._trace_headers)
         if headers:
             sent.update(headers)

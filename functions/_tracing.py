@@ -7,7 +7,8 @@ published event and outbound call, so one chain of agents is one trace.
 Nothing here configures OpenTelemetry unless asked: with no SDK installed as the global tracer
 provider, spans are the API's no-op spans (which still carry the incoming context forward).
 :func:`configure_from_env` is for process entry points (``agentfn serve``, the
-functions-framework target) and acts only when ``OTEL_*`` variables ask for export.
+functions-framework target) and acts only when ``OTEL_*`` variables ask for export; it alone
+imports the SDK, so a process that exports nothing never loads it.
 """
 
 from __future__ import annotations
@@ -15,13 +16,9 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from opentelemetry import trace
-from opentelemetry.context import Context as TraceContext
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from opentelemetry.trace import (
     INVALID_SPAN,
     NonRecordingSpan,
@@ -35,6 +32,10 @@ from opentelemetry.trace import (
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from events import CloudEvent, extensions
+
+if TYPE_CHECKING:
+    from opentelemetry.context import Context as TraceContext
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 __all__ = [
     "ATTR_AGENT",
@@ -166,6 +167,14 @@ def configure_from_env(environ: Mapping[str, str] | None = None) -> bool:
     names = [name.strip() for name in exporter_names.split(",") if name.strip()]
     if names == ["none"]:
         return False
+
+    # The SDK only now: a process that exports no traces never imports it.
+    from opentelemetry.sdk.resources import Resource  # noqa: PLC0415
+    from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider  # noqa: PLC0415
+    from opentelemetry.sdk.trace.export import (  # noqa: PLC0415
+        BatchSpanProcessor,
+        ConsoleSpanExporter,
+    )
 
     if isinstance(trace.get_tracer_provider(), SdkTracerProvider):
         return False

@@ -1,24 +1,88 @@
-"""The ``agentfn`` command line: the one place that composes brokers and agents."""
+"""The ``agentfn`` command line: the one place that composes brokers and agents.
+
+Each command lives in its own module under :mod:`functions._cli`, imported only when that
+command runs (or when help lists it): ``agentfn serve``, the process Knative scales from zero,
+never pays for the broker's imports, nor ``agentfn send`` for uvicorn's.
+"""
 
 from __future__ import annotations
 
+import importlib
 import logging
-from importlib.metadata import PackageNotFoundError, version
-from typing import Annotated
+from collections.abc import Iterator, Mapping, MutableMapping
+from typing import Annotated, Any, Final
 
 import typer
+from typer.core import TyperGroup
 
-from functions._cli.agents import agents
-from functions._cli.broker import broker
-from functions._cli.dev import dev
-from functions._cli.display import display
-from functions._cli.send import send
-from functions._cli.serve import serve
+__all__ = ["COMMANDS", "app", "main"]
 
-__all__ = ["app", "main"]
+#: Command name -> module of :mod:`functions._cli` defining a function of that name, in the
+#: order ``agentfn --help`` lists them.
+COMMANDS: Final = ("send", "display", "broker", "serve", "agents", "dev")
+
+
+def _load(name: str) -> Any:
+    """The click command of ``functions._cli.<name>``, importing that module now."""
+    function = getattr(importlib.import_module(f"functions._cli.{name}"), name)
+    # Built as a one-command Typer with the root's settings: what `app.command()(function)`
+    # registered before, so every command's help and options stay the same.
+    single = typer.Typer(
+        add_completion=False,
+        rich_markup_mode=app.rich_markup_mode,
+        pretty_exceptions_short=app.pretty_exceptions_short,
+    )
+    single.command()(function)
+    return typer.main.get_command(single)
+
+
+class _LazyCommands(MutableMapping[str, Any]):
+    """A group's commands, each built from its module the first time it is looked up."""
+
+    def __init__(self, loaded: Mapping[str, Any]) -> None:
+        self._loaded: dict[str, Any] = dict(loaded)
+        self._names = [*COMMANDS, *(name for name in loaded if name not in COMMANDS)]
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._names:
+            raise KeyError(name)
+        found = self._loaded.get(name)
+        if found is None:
+            found = self._loaded[name] = _load(name)
+        return found
+
+    def __setitem__(self, name: str, command: Any) -> None:
+        if name not in self._names:
+            self._names.append(name)
+        self._loaded[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        if name not in self._names:
+            raise KeyError(name)
+        self._names.remove(name)
+        self._loaded.pop(name, None)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._names))
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names
+
+
+class _LazyGroup(TyperGroup):
+    """The root group: a command is imported when resolved (or listed by help), not before."""
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        self.commands = _LazyCommands(self.commands)
+
 
 app = typer.Typer(
     name="agentfn",
+    cls=_LazyGroup,
     help="Event-driven AI agents on Knative: send CloudEvents, run the embedded broker and agents.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -27,6 +91,8 @@ app = typer.Typer(
 
 
 def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version  # only --version needs it
+
     try:
         return version("agentfn")
     except PackageNotFoundError:  # running from a checkout that was never installed
@@ -51,14 +117,6 @@ def _root(
     logging.basicConfig(  # noqa: TID251
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-
-
-app.command()(send)
-app.command()(display)
-app.command()(broker)
-app.command()(serve)
-app.command()(agents)
-app.command()(dev)
 
 
 def main() -> None:

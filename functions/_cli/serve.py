@@ -8,14 +8,10 @@ from typing import Annotated
 
 import typer
 import uvicorn
-from rich.console import Console
 
 from functions._cli._process import tune_gc_for_serving
 from functions._loader import load_agent
 from functions.settings import Settings
-
-console = Console(stderr=True)
-
 
 _Target = Annotated[
     str, typer.Argument(help="MODULE:AGENT (dotted module or .py file; AGENT defaults to 'agent')")
@@ -62,12 +58,21 @@ def serve(
     settings = Settings(**overrides)  # type: ignore[arg-type]
     app = agent.app(settings=settings, configure_tracing=True)
     spec = agent.spec
-    console.print(
-        f"[green]agent {spec.name}[/green] on http://{host}:{settings.port} "
+    # Through click, not rich: importing rich would cost the cold start ~20 ms.
+    name = typer.style(f"agent {spec.name}", fg="green")
+    typer.echo(
+        f"{name} on http://{host}:{settings.port} "
         f"consumes {', '.join(spec.consumes)}; emits {', '.join(spec.emits) or 'nothing'}; "
-        f"idempotency: {settings.idempotency_backend}"
+        f"idempotency: {settings.idempotency_backend}",
+        err=True,
     )
     tune_gc_for_serving()
     uvicorn.run(
-        app, host=host, port=settings.port, log_level="warning", access_log=False, lifespan="on"
+        app,
+        host=host,
+        port=settings.port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        ws="none",  # an agent serves no WebSockets: not loading an implementation saves ~10 ms
     )
