@@ -33,15 +33,13 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from datetime import UTC, datetime
-from typing import Any, Final, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
 from urllib.parse import quote
 
-import aiohttp
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span, StatusCode, TracerProvider
 from pydantic import BaseModel, ValidationError
-from redis.asyncio import Redis
 
 from events import (
     SPEC_VERSION,
@@ -65,10 +63,13 @@ from functions._idempotency import (
     redis_client,
 )
 from functions._metrics import AgentMetrics, FailureKind, TypeMetrics
-from functions._publisher import HttpPublisher, Publisher, SessionPool
+from functions._publisher import HttpPublisher, Publisher, SessionPool, is_connection_error
 from functions._spec import AgentSpec, HandlerSpec
 from functions._tracing import ATTR_DUPLICATE, Tracing, configure_from_env
 from functions.settings import Settings
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 __all__ = ["MAX_BODY_BYTES", "AgentApp", "Response"]
 
@@ -627,7 +628,7 @@ class AgentApp:
             return 503, kind, error.retry_after if error.retry_after is not None else default
         if isinstance(error, TimeoutError):
             return 503, FailureKind.TIMEOUT, default
-        if isinstance(error, ConnectionError | aiohttp.ClientConnectionError):
+        if is_connection_error(error):
             return 503, FailureKind.RETRYABLE, default
         if handler.retry_on and isinstance(error, handler.retry_on):
             return 503, FailureKind.RETRYABLE, default

@@ -152,11 +152,6 @@ def test_serve_loads_only_what_serving_needs(tmp_path: Path) -> None:
     assert _loaded(served, "opentelemetry.sdk.trace") == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="functions/_asgi.py imports aiohttp and redis.asyncio (which imports the "
-    "OpenTelemetry SDK) at module level; drop this mark once it no longer does",
-)
 def test_serve_without_redis_broker_or_tracing_loads_none_of_them(tmp_path: Path) -> None:
     served = _probe(tmp_path)["served"]
     assert _loaded(served, "aiohttp", "redis", "opentelemetry.sdk", "yarl") == []
