@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from brokers._sender import Attempt, HttpSender, wait_or_stop
+from brokers._sender import Attempt, Sender, wait_or_stop
 from brokers.config import DeliveryOrder, TriggerSpec
 from brokers.delivery import DeliveryPolicy, is_retryable
 from brokers.log import LogRecord, StoreUnavailableError, Subscription
@@ -87,7 +87,7 @@ class TriggerDispatcher:
         subscriber_url: str,
         dead_letter_url: str | None,
         subscription: Subscription,
-        sender: HttpSender,
+        sender: Sender,
         ingest: Ingest,
         limits: DispatchLimits,
         metrics: BrokerMetrics,

@@ -16,7 +16,7 @@ from brokers.delivery import parse_retry_after
 from brokers.inprocess import LocalSubscriber, origin_of
 from events import CloudEvent, InvalidEventError, from_http, to_binary
 
-__all__ = ["Attempt", "HttpSender"]
+__all__ = ["Attempt", "Sender"]
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class Attempt:
         return self.status is not None and 200 <= self.status < 300
 
 
-class HttpSender:
+class Sender:
     """Delivers over HTTP, or by a call to a subscriber hosted in this process.
 
     ``local`` maps URL origins (see :func:`brokers.inprocess.origin_of`) to in-process

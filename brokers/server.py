@@ -10,7 +10,7 @@ import uvicorn
 
 from brokers._dispatch import DispatchLimits, TriggerDispatcher
 from brokers._ingress import IngressApp
-from brokers._sender import HttpSender
+from brokers._sender import Sender
 from brokers._serving import serve_in_loop
 from brokers.config import BrokerSpec, ConfigError, Topology, TriggerSpec
 from brokers.delivery import Destination
@@ -66,7 +66,7 @@ class BrokerServer:
         self.metrics = BrokerMetrics()
         self._log = event_log
         self._services = dict(services or {})
-        self._sender = HttpSender(connections=self.settings.max_in_flight, local=local_subscribers)
+        self._sender = Sender(connections=self.settings.max_in_flight, local=local_subscribers)
         self._limits = DispatchLimits(
             max_in_flight=self.settings.max_in_flight,
             subscriber_in_flight=self.settings.subscriber_in_flight,

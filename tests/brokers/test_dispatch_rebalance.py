@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Mapping
 
 from brokers._dispatch import DispatchLimits, TriggerDispatcher
-from brokers._sender import HttpSender
+from brokers._sender import Sender
 from brokers.config import TriggerSpec
 from brokers.delivery import BackoffPolicy, DeliveryPolicy, Destination
 from brokers.filters import match_all
@@ -60,7 +60,7 @@ async def test_a_partition_that_moves_away_is_neither_retried_nor_committed_here
         return Answer(202)
 
     sub = await Subscriber(answer).start()
-    sender = HttpSender()
+    sender = Sender()
     await sender.start()
     metrics = BrokerMetrics()
     dispatcher = TriggerDispatcher(
