@@ -12,11 +12,12 @@ never waits on either:
 
 * an append queues its records with ``KafkaProducer.send``, which does not block once the topic's
   metadata is known (:meth:`KafkaEventLog._ensure_topic` sees to that), and the producer's I/O
-  thread hands each acknowledgement back with ``call_soon_threadsafe``;
+  thread hands the acknowledgements back to the loop, one ``call_soon_threadsafe`` per burst;
 * each subscription has one thread that owns its ``KafkaConsumer`` (not thread-safe, so nothing
-  else touches it): it polls, decodes, hands records to the loop through a bounded buffer and
-  commits what the dispatcher asks for. Rebalances happen only inside ``poll``: their callbacks
-  run on the consumer's own I/O thread while the subscription's thread waits in that call.
+  else touches it): it polls, decodes, hands records to the loop through a bounded buffer (one
+  wake-up per poll, resolving the future ``fetch`` waits on) and commits what the dispatcher
+  asks for. Rebalances happen only inside ``poll``: their callbacks run on the consumer's own
+  I/O thread while the subscription's thread waits in that call.
 
 Delivery semantics (at-least-once, as Knative's): the ingress answers 202 only once every record
 of the request is acknowledged by all in-sync replicas (``acks=all``, idempotent producer). A
@@ -89,6 +90,7 @@ _REPLICATION_KEY: Final = "default.topic.replication.factor"
 _BOOTSTRAP_KEY: Final = "bootstrap.servers"
 _POLL_MS: Final = 50  # how long a commit or close waits for the consumer thread, at most
 _COMMIT_RETRY: Final = 0.5
+_ENDS_EVERY: Final = 0.2  # seconds between looks at the high watermarks (for lag())
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +146,11 @@ def _set_result(future: asyncio.Future[Any], value: object) -> None:
 def _set_error(future: asyncio.Future[Any], error: BaseException) -> None:
     if not future.done():
         future.set_exception(_unavailable(error))
+
+
+def _wake(waiters: list[asyncio.Future[None]]) -> None:
+    for waiter in waiters:
+        _set_result(waiter, None)
 
 
 def _unavailable(error: BaseException) -> StoreUnavailableError:
@@ -214,6 +221,10 @@ class KafkaEventLog:
         self._topic_locks: dict[str, asyncio.Lock] = {}
         self._subscriptions: list[_KafkaSubscription] = []
         self._closing = False
+        # Acknowledgements the producer's I/O thread hands to the loop: a burst of them (a
+        # record batch's worth) costs one call_soon_threadsafe, not one each.
+        self._acks: deque[tuple[asyncio.Future[Any], bool, Any]] = deque()
+        self._acks_due = False
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -347,8 +358,8 @@ class KafkaEventLog:
         except (KafkaError, ValueError) as error:
             raise _unavailable(error) from error
         # Both run on the producer's I/O thread: hand the outcome to the loop.
-        sent.add_callback(loop.call_soon_threadsafe, _set_result, future)
-        sent.add_errback(loop.call_soon_threadsafe, _set_error, future)
+        sent.add_callback(self._acked, future, True)
+        sent.add_errback(self._acked, future, False)
         # The producer fails a record at write_timeout by itself; this is the backstop.
         timer = loop.call_later(
             self.write_timeout + 1.0,
@@ -361,6 +372,27 @@ class KafkaEventLog:
         finally:
             timer.cancel()
         return LogRecord(metadata.partition, metadata.offset, event)
+
+    def _acked(self, future: asyncio.Future[Any], ok: bool, outcome: Any) -> None:
+        """A record's outcome, on the producer's I/O thread (or the loop, if it failed at once)."""
+        self._acks.append((future, ok, outcome))
+        if not self._acks_due:
+            self._acks_due = True
+            assert self._loop is not None
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
+                self._loop.call_soon_threadsafe(self._settle_acks)
+
+    def _settle_acks(self) -> None:
+        # Cleared before draining: an outcome appended after the drain's last look finds it
+        # cleared and schedules another drain; one appended before it is drained here.
+        self._acks_due = False
+        acks = self._acks
+        while acks:
+            future, ok, outcome = acks.popleft()
+            if ok:
+                _set_result(future, outcome)
+            else:
+                _set_error(future, outcome)
 
     async def _send_batch(self, name: str, events: Sequence[CloudEvent]) -> list[LogRecord]:
         records = [to_kafka(event) for event in events]
@@ -558,8 +590,14 @@ class _KafkaSubscription:
         # The group's committed offset when a partition came to this member (for lag only).
         self._start_positions: dict[int, int] = {}
         self._waiters: list[asyncio.Future[None]] = []
-        self._waiting = False  # the loop waits in fetch() for records
-        self._wakeup = asyncio.Event()
+        # What fetch() calls wait on while the buffer is empty; the consumer thread takes them
+        # (under the lock) and resolves them when it hands records over.
+        self._fetchers: list[asyncio.Future[None]] = []
+        # The consumer thread's own: when _note_ends last looked, at which partitions, and the
+        # partitions whose committed offset it asked for since they were gained.
+        self._ends_at = 0.0
+        self._ends_owned: frozenset[int] = frozenset()
+        self._asked: set[int] = set()
         self._closing = threading.Event()
         self._closed = False
         self._ready: asyncio.Future[None] = self._loop.create_future()
@@ -588,21 +626,30 @@ class _KafkaSubscription:
         return sum(max(0, end - position) for end, position in known)
 
     async def fetch(self, max_records: int, timeout: float) -> list[LogRecord]:
-        deadline = self._loop.time() + timeout
+        loop = self._loop
+        deadline = loop.time() + timeout
         while not self._closed:
-            # Announce the wait before looking, so a hand-over after the look still wakes us.
-            self._waiting = True
-            self._wakeup.clear()
             taken = self._take(max_records)
             if taken:
-                self._waiting = False
                 return taken
-            remaining = deadline - self._loop.time()
+            remaining = deadline - loop.time()
             if remaining <= 0:
                 break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), remaining)
-        self._waiting = False
+            # A bare future resolved by the consumer thread, and a timer: no task per wait (as
+            # wait_for would make), so records are handed to the dispatcher one loop turn after
+            # the thread's wake-up rather than several.
+            waiter: asyncio.Future[None] = loop.create_future()
+            with self._lock:
+                if self._buffer and max_records > 0:
+                    continue  # handed over since the look: take it
+                self._fetchers.append(waiter)
+            timer = loop.call_later(remaining, _set_result, waiter, None)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                with self._lock, contextlib.suppress(ValueError):
+                    self._fetchers.remove(waiter)
         return []
 
     async def commit(self, offsets: Mapping[int, int]) -> None:
@@ -618,21 +665,30 @@ class _KafkaSubscription:
                 return
             waiter: asyncio.Future[None] = self._loop.create_future()
             self._waiters.append(waiter)
+        # On timeout the offsets stay wanted and the consumer thread retries them.
+        timeout = self._owner.write_timeout
+        timer = self._loop.call_later(
+            timeout,
+            _set_error,
+            waiter,
+            StoreUnavailableError(
+                f"group {self.group}: commit not confirmed within {timeout}s; it is retried"
+            ),
+        )
         try:
-            # Cancelled on timeout; the offsets stay wanted and the consumer thread retries them.
-            await asyncio.wait_for(waiter, self._owner.write_timeout)
-        except TimeoutError:
-            raise StoreUnavailableError(
-                f"group {self.group}: commit not confirmed within {self._owner.write_timeout}s; "
-                "it is retried"
-            ) from None
+            await waiter
+        finally:
+            timer.cancel()
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
         self._closing.set()
-        self._wakeup.set()
+        with self._lock:
+            fetchers, self._fetchers = self._fetchers, []
+        for fetcher in fetchers:
+            _set_result(fetcher, None)
         await asyncio.to_thread(self._thread.join, self._owner.write_timeout + 5.0)
         self._owner._forget(self)
 
@@ -771,20 +827,30 @@ class _KafkaSubscription:
             self._settle(waiters, StoreUnavailableError(f"group {self.group}: closed"))
 
     def _note_ends(self, consumer: Any) -> None:
-        # highwater() is what the last fetch response said: no request of its own. The group's
-        # committed offset is asked once per partition this member gains.
+        # highwater() is what the last fetch response said: no request of its own. lag() is
+        # read about once a second, so a few looks a second keep it fresh without taxing every
+        # poll. The group's committed offset is asked once per partition this member gains (a
+        # blocking round trip: a partition nobody committed must not cost one per poll).
+        owned = self._owned
+        now = time.monotonic()
+        if owned == self._ends_owned and now - self._ends_at < _ENDS_EVERY:
+            return
+        self._ends_at, self._ends_owned = now, owned
         ends = {}
-        starts = {p: o for p, o in self._start_positions.items() if p in self._owned}
-        for partition in self._owned:
+        starts = {p: o for p, o in self._start_positions.items() if p in owned}
+        asked = self._asked & owned
+        for partition in owned:
             tp = TopicPartition(self.topic, partition)
             end = consumer.highwater(tp)
             if end is not None:
                 ends[partition] = end
-            if partition not in starts:
+            if partition not in starts and partition not in asked:
                 with contextlib.suppress(KafkaError):
                     committed = consumer.committed(tp)
+                    asked.add(partition)
                     if committed is not None:
                         starts[partition] = committed
+        self._asked = asked
         with self._lock:
             self._ends = ends
             self._start_positions = starts
@@ -863,10 +929,10 @@ class _KafkaSubscription:
             epochs = self._epochs
             self._buffer.extend((epochs.get(run[0].partition, 0), run) for run in runs)
             self._buffered += sum(map(len, runs))
-        if self._waiting:
-            self._waiting = False
+            fetchers, self._fetchers = self._fetchers, []
+        if fetchers:  # one wake-up for everything this poll returned
             with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(self._wakeup.set)
+                self._loop.call_soon_threadsafe(_wake, fetchers)
 
     def _decode(self, message: Any) -> LogRecord | None:
         try:

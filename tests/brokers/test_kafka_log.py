@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.partitioner.default import murmur2
+from kafka.structs import OffsetAndMetadata
 
 from brokers.kafka import KafkaBrokerConfig, KafkaEventLog
 from brokers.log import LogRecord, StoreUnavailableError, Subscription, topic_name
@@ -306,6 +307,52 @@ async def test_a_record_that_is_no_cloudevent_is_skipped_and_committed_past(
             admin.close()
 
     assert await asyncio.to_thread(committed) == stored.offset + 1
+
+
+async def test_partitions_the_group_never_committed_are_not_looked_up_on_every_poll(
+    kafka: KafkaServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The group's committed offset (for lag) is a blocking round trip: asked once per partition
+    # the member gains, not again on every poll while the group has none for it (a topic that
+    # grew, a group that committed some partitions only), which would stall each poll.
+    group = "knative-trigger-default-sparse"
+    log = await started(kafka)
+    try:
+        await log.append(TOPIC, [ev(0)])  # the topic exists
+        name = kafka.prefix + TOPIC
+
+        def commit_partition_zero_only() -> None:
+            admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap)
+            try:
+                admin.alter_group_offsets(
+                    kafka.prefix + group, {TopicPartition(name, 0): OffsetAndMetadata(0, "", -1)}
+                )
+            finally:
+                admin.close()
+
+        # An offset on partition 0 only: the group is not new, so nothing else is seeded.
+        await asyncio.to_thread(commit_partition_zero_only)
+        asked: list[int] = []
+        lookup = KafkaConsumer.committed
+
+        def counted(self: KafkaConsumer, partition: TopicPartition, *args: Any, **kw: Any) -> Any:
+            asked.append(partition.partition)
+            return lookup(self, partition, *args, **kw)
+
+        monkeypatch.setattr(KafkaConsumer, "committed", counted)
+        sub = await log.subscribe(TOPIC, group)
+        await async_wait_until(lambda: len(sub.assigned()) == 10, message="the assignment")
+        for i in range(20):  # polls returning records, and idle ones in between
+            (stored,) = await log.append(TOPIC, [ev(i, partitionkey=f"k{i}")])
+            got = await fetch_all(sub, 1)
+            await sub.commit({got[0].partition: got[0].offset + 1})
+            await asyncio.sleep(0.05)
+        assert stored.partition in sub.assigned()
+    finally:
+        await log.close()
+    counts = {p: asked.count(p) for p in set(asked)}
+    assert counts, "the lookup was never made"
+    assert max(counts.values()) <= 2, counts
 
 
 # -- rebalances ----------------------------------------------------------------------------------
