@@ -9,6 +9,12 @@ Consume side, over one topic pre-filled with N binary-mode events of ~1 KB (10 p
   watermark, commit) whose Trigger filters every event out, so no HTTP is involved: what the
   backend costs a dispatch. Timed until the group's committed offsets reach the end.
 
+Latency, one event at a time at a paced rate (fetch wait 20 ms, as the peer benchmarks use on
+Tansu, which answers a fetch only after about half of it): ``append -> fetch`` through
+:class:`KafkaEventLog` (acks=all, the log's 2 ms linger, a consumer group, the thread hand-off to
+the loop) next to ``raw produce -> poll`` (a plain producer with the same settings and a plain
+consumer thread): what the log adds per hop over kafka-python itself.
+
 Produce side: ``raw produce`` (a plain ``KafkaProducer``, acks=all, send all then flush) and
 ``ingress`` (``agentfn broker --kafka`` in its own process, C keep-alive connections posting
 binary-mode events, each answered 202 only once acknowledged), and ``end to end``: the same
@@ -27,6 +33,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -217,6 +224,95 @@ async def _committed_at_least(admin: KafkaAdminClient, group: str, count: int) -
         await asyncio.sleep(0.05)
 
 
+LATENCY_WAIT = 0.02  # fetch.max.wait of the latency cases (the harness's on Tansu)
+
+
+def _percentiles(samples: list[float]) -> tuple[float, float]:
+    ordered = sorted(samples)
+    return ordered[len(ordered) // 2], ordered[int(len(ordered) * 0.9)]
+
+
+async def _append_to_fetch(bootstrap: str, topic: str, count: int, rate: float) -> list[float]:
+    """Milliseconds from ``append`` called to the record returned by ``fetch``, per event."""
+    log = KafkaEventLog(bootstrap, fetch_max_wait=LATENCY_WAIT, session_timeout=SESSION_TIMEOUT)
+    await log.start()
+    try:
+        sub = await log.subscribe(topic, "bench-latency")
+        await log.append(topic, [CloudEvent.new("bench.warm", "/bench", {"n": -1})])
+        await sub.fetch(1, timeout=30)  # the join, out of the clock
+        sent: dict[str, float] = {}
+        seen: dict[str, float] = {}
+        commits: list[asyncio.Task[None]] = []
+
+        async def consume() -> None:
+            while len(seen) < count:
+                records = await sub.fetch(500, timeout=1.0)
+                now = time.perf_counter()
+                for record in records:
+                    seen[record.event.id] = now
+                if records:  # beside the fetching, as the dispatcher commits
+                    offsets = {r.partition: r.offset + 1 for r in records}
+                    commits.append(asyncio.create_task(sub.commit(offsets)))
+
+        consumer = asyncio.create_task(consume())
+        appends = []
+        for i in range(count):
+            event = CloudEvent.new("bench.event", "/bench", {"n": i})
+            sent[event.id] = time.perf_counter()
+            appends.append(asyncio.ensure_future(log.append(topic, [event])))
+            await asyncio.sleep(1 / rate)
+        await asyncio.wait_for(consumer, 30)
+        await asyncio.gather(*appends, *commits)
+        return [1000 * (seen[i] - sent[i]) for i in sent]
+    finally:
+        await log.close()
+
+
+def _produce_to_poll(bootstrap: str, topic: str, count: int, rate: float) -> list[float]:
+    """The same with plain kafka-python: the log's producer settings, a consumer thread."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="latest",
+        enable_auto_commit=False,
+        fetch_max_wait_ms=round(LATENCY_WAIT * 1000),
+    )
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=2
+    )
+    seen: dict[bytes, float] = {}
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.is_set():
+            for batch in consumer.poll(timeout_ms=50).values():
+                now = time.perf_counter()
+                for record in batch:
+                    seen[record.value] = now
+
+    try:
+        tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        consumer.assign(tps)
+        for tp in tps:
+            consumer.position(tp)  # at the end, before the clock starts
+        thread = threading.Thread(target=poll, daemon=True)
+        thread.start()
+        sent: dict[bytes, float] = {}
+        for i in range(count):
+            value = b"%d" % i
+            sent[value] = time.perf_counter()
+            producer.send(topic, value=value)
+            time.sleep(1 / rate)
+        deadline = time.monotonic() + 30
+        while len(seen) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stop.set()
+        thread.join()
+        return [1000 * (seen[v] - sent[v]) for v in sent if v in seen]
+    finally:
+        producer.close()
+        consumer.close()
+
+
 def _agentfn_broker(bootstrap: str, port: int, triggers: Path | None) -> subprocess.Popen[bytes]:
     command = [
         str(Path(sys.executable).parent / "agentfn"),
@@ -291,11 +387,14 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=60_000, help="events per consume case")
     parser.add_argument("--http-events", type=int, default=10_000, help="events per HTTP case")
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--latency-events", type=int, default=300, help="events per latency case")
+    parser.add_argument("--latency-rate", type=float, default=50.0, help="events/s, paced")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     bootstrap, tansu = _start_tansu()
     server_name = "external Kafka" if tansu is None else "Tansu 0.6.0 (memory)"
     results: list[dict[str, Any]] = []
+    latencies: list[dict[str, Any]] = []
 
     def add(case: str, events: int, seconds: float) -> None:
         results.append({"case": case, "events": events, "events_per_s": events / seconds})
@@ -338,6 +437,24 @@ def main() -> None:
                 args.events,
                 asyncio.run(_dispatch(bootstrap, args.events, run)),
             )
+
+        # Latency per hop, the log against kafka-python alone, alternated twice.
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+        admin.create_topics([NewTopic(f"{TOPIC}-latency-{n}", PARTITIONS, 1) for n in range(4)])
+        admin.close()
+        for run in range(2):
+            lat = args.latency_events, args.latency_rate
+            raw = _produce_to_poll(bootstrap, f"{TOPIC}-latency-{2 * run}", *lat)
+            ours = asyncio.run(_append_to_fetch(bootstrap, f"{TOPIC}-latency-{2 * run + 1}", *lat))
+            for case, samples in (
+                ("latency: raw kafka-python produce -> poll", raw),
+                ("latency: KafkaEventLog append -> fetch", ours),
+            ):
+                p50, p90 = _percentiles(samples)
+                latencies.append(
+                    {"case": case, "events": len(samples), "p50_ms": p50, "p90_ms": p90}
+                )
+                print(f"  {case:46} p50 {p50:6.2f} ms  p90 {p90:6.2f} ms", flush=True)
 
         # Ingress, then ingress with delivery to an HTTP subscriber, in separate processes.
         sub_port, broker_port = free_port(), free_port()
@@ -387,6 +504,8 @@ def main() -> None:
     print(f"\n{'case':46} {'ev/s':>10}")
     for r in results:
         print(f"{r['case']:46} {r['events_per_s']:10.0f}")
+    for r in latencies:
+        print(f"{r['case']:46} p50 {r['p50_ms']:6.2f} ms  p90 {r['p90_ms']:6.2f} ms")
     print(f"\ndispatch / raw consume = {ratio:.2f} (goal >= 0.5)")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -397,6 +516,7 @@ def main() -> None:
                     "cpu_count": os.cpu_count(),
                     "dispatch_over_raw_consume": ratio,
                     "results": results,
+                    "latency": latencies,
                 },
                 indent=2,
             )
