@@ -1,10 +1,17 @@
 """Our platform as deployed: producer -> ``agentfn broker`` -> Trigger -> ``agentfn serve``.
 
-Processes: the broker (embedded SQLite log, fsync on, default settings; or ``--kafka`` on a
-Tansu server), one agent process (``agentfn serve bench/agents.py:agent``), a dead-letter sink
+Processes: the broker (embedded SQLite log, default settings; or ``--kafka`` on a Tansu
+server), one agent process (``agentfn serve bench/agents.py:agent``), a dead-letter sink
 (``bench/_subscriber.py``, idle unless something is dead-lettered), and a private Redis for the
 handler work. One Trigger per hop type, each with the delivery policy every side gets: retry 5,
-exponential, ``backoffDelay`` = the workload's base, dead-letter sink.
+exponential, ``backoffDelay`` = the workload's base, dead-letter sink. The in-process variant
+runs ``agentfn dev --in-process`` instead: broker and agent in one process.
+
+Durability is matched to the peers': their queue is a Redis with ``appendfsync everysec``,
+which keeps an acknowledged write through a crash of the process but may lose the last second
+on a crash of the machine. The embedded log's match is ``AGENTFN_BROKER_FSYNC=false`` (SQLite
+WAL with ``synchronous=NORMAL``: committed before the 202, not fsynced); the default, an fsync
+per group commit (survives power loss), runs as its own row, ``ours-fsync``.
 """
 
 from __future__ import annotations
@@ -120,6 +127,9 @@ class Ours:
     #: The agent hosted in the broker's process (``agentfn dev --in-process``).
     in_process: bool = False
     idempotency: str | None = None  # None: the workload's
+    #: fsync each group commit of the embedded log (the product's default); off matches the
+    #: peers' Redis (``appendfsync everysec``), see the module docstring.
+    fsync: bool = False
     role: str = "ours"
     scenarios: frozenset[str] = SCENARIOS
 
@@ -127,7 +137,8 @@ class Ours:
         backend = (
             f"Kafka backend on Tansu, 10 partitions, fetch wait {TANSU_FETCH_MAX_WAIT_S} s"
             if self.kafka
-            else "embedded SQLite log, fsync on"
+            else "embedded SQLite log, "
+            + ("fsync per group commit" if self.fsync else "no fsync (as Redis everysec)")
         )
         processes = (
             f"one process: broker ({backend}) with the agent in it (agentfn dev --in-process)"
@@ -204,7 +215,12 @@ class Ours:
             if not self.in_process:
                 agent, _ = await start_agent(group, redis_url, idempotency, port=agent_port)
             broker = group.spawn(
-                "broker", argv, env=procs.base_env(AGENTFN_IDEMPOTENCY=idempotency)
+                "broker",
+                argv,
+                env=procs.base_env(
+                    AGENTFN_IDEMPOTENCY=idempotency,
+                    AGENTFN_BROKER_FSYNC="true" if self.fsync else "false",
+                ),
             )
             await procs.wait_for_port(broker_port, broker, timeout=60)
             await procs.wait_for_port(sink_port, sink)
@@ -234,6 +250,12 @@ class Ours:
 
 SYSTEMS = [
     Ours("ours", "agentfn (embedded broker + agent)"),
+    Ours(
+        "ours-fsync",
+        "agentfn, fsync per commit (the default)",
+        fsync=True,
+        scenarios=frozenset({"throughput", "latency"}),
+    ),
     Ours(
         "ours-inprocess",
         "agentfn in-process (embedded broker with the agent in it)",

@@ -36,6 +36,7 @@ DEFAULT_RATE = 100.0
 MEMBERS = (
     "ours",
     "ours-inprocess",
+    "ours-fsync",
     "ours-kafka",
     "celery",
     "dramatiq",
