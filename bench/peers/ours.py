@@ -77,45 +77,36 @@ def agent_argv(port: int, redis_url: str) -> list[str]:
 
 
 async def start_agent(
-    group: procs.Procs, redis_url: str, idempotency: str, *, port: int | None = None
-) -> tuple[procs.Proc, int]:
+    group: procs.Procs, redis_url: str, idempotency: str, port: int
+) -> procs.Proc:
     """``agentfn serve`` of the bench agent; returns once it listens."""
-    port = port or procs.free_port()
     proc = group.spawn(
         "agent",
         agent_argv(port, redis_url),
         env=procs.base_env(AGENTFN_IDEMPOTENCY=idempotency),
     )
     await procs.wait_for_port(port, proc)
-    return proc, port
+    return proc
 
 
-async def _metric_sum(port: int, prefix: str, *, excluding: str | None = None) -> int:
+async def delivery_failures(broker_port: int) -> int:
+    """Delivery attempts that failed, counted by the broker (``broker_filter_event_count``
+    not in the 2xx class: error answers and no answer), whether the agent is a process or
+    hosted in the broker."""
     import aiohttp
 
     async with (
         aiohttp.ClientSession() as session,
-        session.get(f"http://127.0.0.1:{port}/metrics") as response,
+        session.get(f"http://127.0.0.1:{broker_port}/metrics") as response,
     ):
         text = await response.text()
     return int(
         sum(
             float(line.rsplit(" ", 1)[1])
             for line in text.splitlines()
-            if line.startswith(prefix) and (excluding is None or excluding not in line)
+            if line.startswith("broker_filter_event_count_total{")
+            and 'response_code_class="2xx"' not in line
         )
-    )
-
-
-async def agent_failures(port: int) -> int:
-    """Deliveries the agent answered with an error (``agentfn_events_failed_total``)."""
-    return await _metric_sum(port, "agentfn_events_failed_total{")
-
-
-async def delivery_failures(broker_port: int) -> int:
-    """Delivery attempts the broker saw fail (``broker_filter_event_count``, not 2xx)."""
-    return await _metric_sum(
-        broker_port, "broker_filter_event_count_total{", excluding='response_code_class="2xx"'
     )
 
 
@@ -211,9 +202,9 @@ class Ours:
                 ]
             else:
                 argv += ["--data-dir", str(data_dir)]
-            agent = None
+            watched: dict[str, procs.Proc] = {}
             if not self.in_process:
-                agent, _ = await start_agent(group, redis_url, idempotency, port=agent_port)
+                watched["agent"] = await start_agent(group, redis_url, idempotency, agent_port)
             broker = group.spawn(
                 "broker",
                 argv,
@@ -222,6 +213,7 @@ class Ours:
                     AGENTFN_BROKER_FSYNC="true" if self.fsync else "false",
                 ),
             )
+            watched["broker"] = broker
             await procs.wait_for_port(broker_port, broker, timeout=60)
             await procs.wait_for_port(sink_port, sink)
             sender = CloudEventSender(f"http://127.0.0.1:{broker_port}/default/default", "bench.a")
@@ -230,14 +222,10 @@ class Ours:
                 group=group,
                 send_one=sender.send_one,
                 send_all=sender.send_all,
-                watched=[broker] if agent is None else [broker, agent],
-                pids={"broker": broker.pid}
-                if agent is None
-                else {"broker": broker.pid, "agent": agent.pid},
+                watched=list(watched.values()),
+                pids={role: proc.pid for role, proc in watched.items()},
                 extra={"dead_letter_port": sink_port},
-                failures=(lambda: delivery_failures(broker_port))
-                if agent is None
-                else (lambda: agent_failures(agent_port)),
+                failures=lambda: delivery_failures(broker_port),
             )
             yield running
         finally:

@@ -9,7 +9,7 @@ non-retryable answer dead-lettered with the error extensions naming the in-proce
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from events import CloudEvent, to_binary
 from events.extensions import KNATIVE_ERROR_CODE, KNATIVE_ERROR_DEST
 from tests._waiting import async_wait_until
 from tests.brokers._subscribers import Subscriber
-from tests.brokers.contract import event, trigger
+from tests.brokers.contract import RunningBroker, event, settled, trigger
 
 
 class Hosted:
@@ -57,21 +57,46 @@ def reply_answer(reply: CloudEvent) -> LocalAnswer:
     return 200, [(k.encode(), v.encode()) for k, v in headers.items()], body
 
 
-async def start(
-    tmp_path: Path,
-    documents: Sequence[dict[str, Any]],
-    local: dict[str, LocalSubscriber],
-    services: dict[str, str] | None = None,
-) -> tuple[BrokerServer, str]:
-    server = BrokerServer(
-        parse_documents(documents),
-        SqliteEventLog(tmp_path, fsync=False),
-        services=services,
-        local_subscribers=local,
-    )
-    await server.start()
-    port = await server.listen("127.0.0.1", 0)
-    return server, f"http://127.0.0.1:{port}/default/default"
+Start = Callable[..., Awaitable[RunningBroker]]
+
+
+@pytest.fixture
+async def start(tmp_path: Path) -> AsyncIterator[Start]:
+    """Starts a broker over SQLite with in-process subscribers; every one is stopped after."""
+    servers: list[BrokerServer] = []
+
+    async def starting(
+        documents: Sequence[dict[str, Any]],
+        local: dict[str, LocalSubscriber],
+        services: dict[str, str] | None = None,
+    ) -> RunningBroker:
+        server = BrokerServer(
+            parse_documents(documents),
+            SqliteEventLog(tmp_path / f"log{len(servers)}", fsync=False),
+            services=services,
+            local_subscribers=local,
+        )
+        await server.start()
+        servers.append(server)
+        return RunningBroker(server, await server.listen("127.0.0.1", 0))
+
+    yield starting
+    for server in servers:
+        await server.stop(grace=0.5)
+
+
+@pytest.fixture
+async def subscriber() -> AsyncIterator[Callable[[], Awaitable[Subscriber]]]:
+    """Starts HTTP subscribers (sinks) on loopback; every one is stopped after."""
+    started: list[Subscriber] = []
+
+    async def starting() -> Subscriber:
+        started.append(await Subscriber().start())
+        return started[-1]
+
+    yield starting
+    for sub in started:
+        await sub.stop()
 
 
 @pytest.fixture
@@ -90,46 +115,32 @@ def fast_retries(retry: int = 3) -> dict[str, Any]:
     return {"retry": retry, "backoffPolicy": "linear", "backoffDelay": "PT0.05S"}
 
 
-def metric(server: BrokerServer, name: str, **labels: str) -> float:
-    return sum(
-        sample.value
-        for family in server.metrics.registry.collect()
-        for sample in family.samples
-        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
-    )
+Subscribers = Callable[[], Awaitable[Subscriber]]
 
 
 async def test_the_event_is_handed_over_as_stored_without_an_http_request(
-    tmp_path: Path, session: aiohttp.ClientSession
+    start: Start, session: aiohttp.ClientSession
 ) -> None:
     hosted = Hosted()
     url = inprocess_url("agent")
-    server, ingress = await start(tmp_path, [trigger("t", url)], {url: hosted})
-    try:
-        sent = event(data={"k": "v"}, myext="x")
-        assert await post(session, ingress, sent) == 202
-        await async_wait_until(lambda: hosted.calls, message="the in-process delivery")
-        (got,) = hosted.calls
-        assert (got.id, got.source, got.type, got.data) == (
-            sent.id,
-            sent.source,
-            sent.type,
-            {"k": "v"},
-        )
-        assert got.attributes["myext"] == "x"
-        assert int(str(got.attributes["knativebrokerttl"])) == 255
-        await async_wait_until(
-            lambda: metric(server, "broker_filter_event_count_total", response_code="202") == 1,
-            message="the delivery counted as a 202",
-        )
-    finally:
-        await server.stop()
+    broker = await start([trigger("t", url)], {url: hosted})
+    sent = event(data={"k": "v"}, myext="x")
+    assert await post(session, broker.url(), sent) == 202
+    await async_wait_until(lambda: hosted.calls, message="the in-process delivery")
+    (got,) = hosted.calls
+    assert (got.id, got.source, got.type, got.data) == (sent.id, sent.source, sent.type, {"k": "v"})
+    assert got.attributes["myext"] == "x"
+    assert int(str(got.attributes["knativebrokerttl"])) == 255
+    await async_wait_until(
+        lambda: broker.metric("broker_filter_event_count_total", response_code="202") == 1,
+        message="the delivery counted as a 202",
+    )
 
 
 async def test_a_reply_is_routed_on_like_an_http_reply(
-    tmp_path: Path, session: aiohttp.ClientSession
+    start: Start, subscriber: Subscribers, session: aiohttp.ClientSession
 ) -> None:
-    sink = await Subscriber().start()
+    sink = await subscriber()
     reply = event("test.reply", data={"answer": 42})
     hosted = Hosted(reply_answer(reply))
     url = inprocess_url("agent")
@@ -137,17 +148,13 @@ async def test_a_reply_is_routed_on_like_an_http_reply(
         trigger("requests", url, attributes={"type": "test.event"}),
         trigger("replies", sink.url, attributes={"type": "test.reply"}),
     ]
-    server, ingress = await start(tmp_path, documents, {url: hosted})
-    try:
-        assert await post(session, ingress, event()) == 202
-        await async_wait_until(lambda: sink.arrivals, message="the reply at the sink")
-        (routed,) = sink.events()
-        assert (routed.id, routed.data) == (reply.id, {"answer": 42})
-        # The reply path decrements the TTL, as for an HTTP subscriber's reply.
-        assert int(str(routed.attributes["knativebrokerttl"])) == 254
-    finally:
-        await server.stop()
-        await sink.stop()
+    broker = await start(documents, {url: hosted})
+    assert await post(session, broker.url(), event()) == 202
+    await async_wait_until(lambda: sink.arrivals, message="the reply at the sink")
+    (routed,) = sink.events()
+    assert (routed.id, routed.data) == (reply.id, {"answer": 42})
+    # The reply path decrements the TTL, as for an HTTP subscriber's reply.
+    assert int(str(routed.attributes["knativebrokerttl"])) == 254
 
 
 @pytest.mark.parametrize(
@@ -160,101 +167,76 @@ async def test_a_reply_is_routed_on_like_an_http_reply(
     ids=["500", "503", "exception"],
 )
 async def test_failures_are_retried_by_the_triggers_policy(
-    tmp_path: Path, session: aiohttp.ClientSession, failure: LocalAnswer | BaseException
+    start: Start, session: aiohttp.ClientSession, failure: LocalAnswer | BaseException
 ) -> None:
     hosted = Hosted(failure, failure, (202, [], b""))
     url = inprocess_url("agent")
-    server, ingress = await start(
-        tmp_path, [trigger("t", url, delivery=fast_retries())], {url: hosted}
-    )
-    try:
-        sent = event()
-        assert await post(session, ingress, sent) == 202
-        await async_wait_until(lambda: len(hosted.calls) == 3, message="two retries")
-        await settled_trigger(server, "t")
-        assert [c.id for c in hosted.calls] == [sent.id] * 3
-        assert metric(server, "broker_filter_event_retry_count_total", trigger_name="t") == 2
-    finally:
-        await server.stop()
+    broker = await start([trigger("t", url, delivery=fast_retries())], {url: hosted})
+    sent = event()
+    assert await post(session, broker.url(), sent) == 202
+    await async_wait_until(lambda: len(hosted.calls) == 3, message="two retries")
+    await settled(broker, "t")
+    assert [c.id for c in hosted.calls] == [sent.id] * 3
+    assert broker.metric("broker_filter_event_retry_count_total", trigger_name="t") == 2
 
 
 async def test_no_answer_in_time_is_retried_and_the_slow_call_is_cancelled(
-    tmp_path: Path, session: aiohttp.ClientSession
+    start: Start, session: aiohttp.ClientSession
 ) -> None:
     hosted = Hosted(5.0, (202, [], b""))
     url = inprocess_url("agent")
     delivery = {**fast_retries(), "timeout": "PT0.2S"}
-    server, ingress = await start(tmp_path, [trigger("t", url, delivery=delivery)], {url: hosted})
-    try:
-        assert await post(session, ingress, event()) == 202
-        await async_wait_until(lambda: len(hosted.calls) == 2, message="the retry")
-        await settled_trigger(server, "t")
-        assert hosted.cancelled == 1
-        assert metric(server, "broker_filter_event_count_total", response_code="none") == 1
-    finally:
-        await server.stop()
+    broker = await start([trigger("t", url, delivery=delivery)], {url: hosted})
+    assert await post(session, broker.url(), event()) == 202
+    await async_wait_until(lambda: len(hosted.calls) == 2, message="the retry")
+    await settled(broker, "t")
+    assert hosted.cancelled == 1
+    assert broker.metric("broker_filter_event_count_total", response_code="none") == 1
 
 
 async def test_a_non_retryable_answer_is_dead_lettered_naming_the_in_process_url(
-    tmp_path: Path, session: aiohttp.ClientSession
+    start: Start, subscriber: Subscribers, session: aiohttp.ClientSession
 ) -> None:
-    dead_letters = await Subscriber().start()
+    dead_letters = await subscriber()
     hosted = Hosted((422, [(b"content-type", b"application/json")], b'{"error":"validation"}'))
     url = inprocess_url("agent")
     delivery = {**fast_retries(), "deadLetterSink": {"uri": dead_letters.url}}
-    server, ingress = await start(tmp_path, [trigger("t", url, delivery=delivery)], {url: hosted})
-    try:
-        sent = event()
-        assert await post(session, ingress, sent) == 202
-        await async_wait_until(lambda: dead_letters.arrivals, message="the dead letter")
-        (dead,) = dead_letters.events()
-        assert dead.id == sent.id
-        assert dead.attributes[KNATIVE_ERROR_CODE] == "422"
-        assert dead.attributes[KNATIVE_ERROR_DEST] == url
-        assert len(hosted.calls) == 1  # 422 is not retried
-    finally:
-        await server.stop()
-        await dead_letters.stop()
+    broker = await start([trigger("t", url, delivery=delivery)], {url: hosted})
+    sent = event()
+    assert await post(session, broker.url(), sent) == 202
+    await async_wait_until(lambda: dead_letters.arrivals, message="the dead letter")
+    (dead,) = dead_letters.events()
+    assert dead.id == sent.id
+    assert dead.attributes[KNATIVE_ERROR_CODE] == "422"
+    assert dead.attributes[KNATIVE_ERROR_DEST] == url
+    assert len(hosted.calls) == 1  # 422 is not retried
 
 
 async def test_a_service_ref_resolves_to_the_hosted_agent_and_other_urls_stay_http(
-    tmp_path: Path, session: aiohttp.ClientSession
+    start: Start, subscriber: Subscribers, session: aiohttp.ClientSession
 ) -> None:
-    http_subscriber = await Subscriber().start()
+    http_subscriber = await subscriber()
     hosted = Hosted()
     by_ref = trigger("by-ref", "", attributes={"type": "test.event"})
     by_ref["spec"]["subscriber"] = {
         "ref": {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "planner"},
         "uri": "/events",
     }
-    documents = [by_ref, trigger("over-http", http_subscriber.url)]
-    server, ingress = await start(
-        tmp_path,
-        documents,
+    broker = await start(
+        [by_ref, trigger("over-http", http_subscriber.url)],
         {inprocess_url("planner"): hosted},
         services={"planner": inprocess_url("planner")},
     )
-    try:
-        sent = event()
-        assert await post(session, ingress, sent) == 202
-        await async_wait_until(
-            lambda: hosted.calls and http_subscriber.arrivals, message="both deliveries"
-        )
-        assert [c.id for c in hosted.calls] == [sent.id]
-        assert http_subscriber.ids() == [sent.id]
-    finally:
-        await server.stop()
-        await http_subscriber.stop()
+    sent = event()
+    assert await post(session, broker.url(), sent) == 202
+    await async_wait_until(
+        lambda: hosted.calls and http_subscriber.arrivals, message="both deliveries"
+    )
+    assert [c.id for c in hosted.calls] == [sent.id]
+    assert http_subscriber.ids() == [sent.id]
 
 
 def test_subscribers_are_found_by_origin_whatever_the_path_or_case() -> None:
     assert origin_of("inprocess://Planner/events?x=1") == "inprocess://planner"
     assert origin_of("HTTP://127.0.0.1:8080/a") == "http://127.0.0.1:8080"
     assert origin_of(inprocess_url("worker")) == "inprocess://worker"
-
-
-async def settled_trigger(server: BrokerServer, name: str) -> None:
-    await async_wait_until(
-        lambda: metric(server, "broker_trigger_backlog", trigger_name=name) == 0,
-        message=f"trigger {name} to settle",
-    )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ import yaml
 from functions._knative import trigger_documents
 from functions.agents import _text, aggregator, planner, worker
 from functions.agents.models import REPORT_READY, TASK_SUBMITTED
-from tests._servers import free_port
+from tests._servers import free_port, wait_for_port
 from tests._waiting import async_wait_until
 from tests.functions._support import Sink, event, serving
 from tests.functions.test_e2e_broker import publish, sink_trigger
@@ -26,20 +25,9 @@ pytestmark = pytest.mark.slow
 PROJECT = Path(__file__).resolve().parents[2]
 
 
-def children_of(pid: int) -> list[int]:
-    """Processes whose parent is ``pid`` (Linux /proc)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # Field 4 is the parent pid; the command name (field 2) may hold spaces, in parens.
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            found.append(int(entry.name))
-    return found
+def children_of(pid: int) -> list[str]:
+    """Processes ``pid``'s main thread started (Linux /proc; agents are spawned from it)."""
+    return Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
 
 
 async def test_the_reference_chain_runs_with_the_agents_hosted_in_the_broker(
@@ -67,12 +55,8 @@ async def test_the_reference_chain_runs_with_the_agents_hosted_in_the_broker(
         )  # fmt: skip
         try:
             ingress = f"http://127.0.0.1:{port}/default/default"
-            await async_wait_until(
-                lambda: _listening(port) or process.poll() is not None,
-                timeout=60,
-                message="the broker to listen",
-            )
-            assert process.poll() is None, process.communicate()[0]
+            await asyncio.to_thread(wait_for_port, port, timeout=60)
+            assert process.poll() is None
             assert children_of(process.pid) == []  # no agent process: they are hosted
             text = " ".join(f"Sentence {i} is about agents." for i in range(9))
             await publish(ingress, event(TASK_SUBMITTED, {"text": text, "max_words_per_chunk": 10}))
@@ -85,9 +69,3 @@ async def test_the_reference_chain_runs_with_the_agents_hosted_in_the_broker(
             output, _ = await asyncio.to_thread(process.communicate, timeout=30)
         assert process.returncode == 0, output
         assert "inprocess://planner" in output  # the table says where each agent runs
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
