@@ -74,7 +74,7 @@ class Running:
     extra: dict[str, Any] = field(default_factory=dict)
     #: Every process of the system (servers included), for CPU accounting.
     group: procs.Procs | None = None
-    #: Failed handler attempts so far, where the system exposes them (our agent's metrics).
+    #: Failed delivery attempts so far, where the system exposes them (our broker's metrics).
     failures: Callable[[], Awaitable[int]] | None = None
 
     _redis: Redis | None = None
