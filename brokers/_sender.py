@@ -83,7 +83,8 @@ class Sender:
     async def send(
         self, url: str, event: CloudEvent, *, timeout: float, expect_reply: bool = True
     ) -> Attempt:
-        """POST ``event`` in binary mode; read the answer, and a reply event if there is one."""
+        """Deliver ``event``: a call to an in-process subscriber, else a POST in binary mode;
+        read the answer, and a reply event if there is one."""
         assert self._session is not None, "start() the sender first"
         if self._local:
             if url not in self._local_by_url:

@@ -102,32 +102,33 @@ async def _run(
             loop.add_signal_handler(sig, stop.set)
     try:
         urls: dict[str, str] = {}
-        for found in agents if in_process else []:
-            name = found.agent.spec.name
+        if in_process:
             # The rest from AGENTFN_* as in a served agent; --redis wins over the variable.
             agent_settings = (
                 Settings(broker_url=ingress, redis_url=redis)
                 if redis
                 else Settings(broker_url=ingress)
             )
-            apps[name] = found.agent.app(settings=agent_settings, configure_tracing=True)
-            await apps[name].start()
-            urls[name] = inprocess_url(name)
-        for found in [] if in_process else agents:
-            agent_port = _free_port(host)
-            name = found.agent.spec.name
-            process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "functions.cli", "--log-level", "INFO", "serve",
-                found.target, "--port", str(agent_port), "--host", host,
-                env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            )  # fmt: skip
-            processes.append(process)
-            assert process.stdout is not None
-            pumps.append(asyncio.create_task(_pump(process.stdout, name, next(_COLOURS))))
-            urls[name] = f"http://{host}:{agent_port}"
-        served = [] if in_process else list(urls.values())
-        for url, process in zip(served, processes, strict=True):
-            await _wait_ready(f"{url}/healthz", process, timeout=60)
+            for found in agents:
+                name = found.agent.spec.name
+                apps[name] = found.agent.app(settings=agent_settings, configure_tracing=True)
+                await apps[name].start()
+                urls[name] = inprocess_url(name)
+        else:
+            for found in agents:
+                agent_port = _free_port(host)
+                name = found.agent.spec.name
+                process = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "functions.cli", "--log-level", "INFO", "serve",
+                    found.target, "--port", str(agent_port), "--host", host,
+                    env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+                )  # fmt: skip
+                processes.append(process)
+                assert process.stdout is not None
+                pumps.append(asyncio.create_task(_pump(process.stdout, name, next(_COLOURS))))
+                urls[name] = f"http://{host}:{agent_port}"
+            for url, process in zip(urls.values(), processes, strict=True):
+                await _wait_ready(f"{url}/healthz", process, timeout=60)
         documents: list[Any] = []
         if trigger_files:
             topology = load_topology(trigger_files)
