@@ -16,15 +16,17 @@ peer is one new file exposing ``SYSTEMS``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
+import inspect
 import pkgutil
 import statistics
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from redis.asyncio import Redis
 
@@ -56,6 +58,44 @@ class Knobs:
     processes: str
     concurrency: str
     guarantees: str
+
+
+_T = TypeVar("_T")
+
+
+class Teardown:
+    """What a system's run undoes when it ends, latest first; its processes go last."""
+
+    def __init__(self, stack: contextlib.AsyncExitStack) -> None:
+        self._stack = stack
+
+    def defer(self, close: Callable[[], object], *, quiet: bool = False) -> None:
+        """Call ``close`` (a function or a coroutine function) at the end; ``quiet``: a client
+        whose server is already gone may fail to close, which must not mask the run's error."""
+
+        async def closing() -> None:
+            with contextlib.suppress(Exception) if quiet else contextlib.nullcontext():
+                result = close()
+                if inspect.isawaitable(result):
+                    await result
+
+        self._stack.push_async_callback(closing)
+
+    def enter(self, manager: AbstractContextManager[_T]) -> _T:
+        """Enter ``manager`` now and exit it at the end."""
+        return self._stack.enter_context(manager)
+
+
+@contextlib.asynccontextmanager
+async def system_run(env: Env, key: str) -> AsyncIterator[tuple[procs.Procs, Teardown]]:
+    """The process group of one run of system ``key`` and its teardown (the frame of every
+    ``System.running``)."""
+    group = env.procs(key)
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            yield group, Teardown(stack)
+    finally:
+        group.close()
 
 
 @dataclass

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from bench._harness import procs
-from bench._harness.core import ColdStart, Env, Knobs, Running, Workload
+from bench._harness.core import ColdStart, Env, Knobs, Running, Workload, system_run
 from bench._harness.work import ATTEMPT_LUA, RECORD_LUA, InjectedFailure, run_sync
 
 QUEUE: Final = "bench"
@@ -162,15 +162,12 @@ class CelerySystem:
 
     @contextlib.asynccontextmanager
     async def running(self, env: Env, workload: Workload) -> AsyncIterator[Running]:
-        group = env.procs(self.key)
-        running: Running | None = None
-        client = None
-        try:
+        async with system_run(env, self.key) as (group, teardown):
             redis_url = await procs.start_redis(group)
             worker = self.spawn_worker(group, redis_url, workload)
             client = make_app(redis_url)
-            producer_cm = client.producer_or_acquire()
-            producer = producer_cm.__enter__()
+            teardown.defer(client.close, quiet=True)
+            producer = teardown.enter(client.producer_or_acquire())
 
             def send_one(payload: dict[str, Any]) -> None:
                 client.send_task(TASKS[0], args=(payload,), queue=QUEUE, producer=producer)
@@ -187,17 +184,8 @@ class CelerySystem:
                 watched=[worker],
                 pids={"worker": worker.pid},
             )
-            try:
-                yield running
-            finally:
-                producer_cm.__exit__(None, None, None)
-        finally:
-            if running is not None:
-                await running.aclose()
-            if client is not None:
-                with contextlib.suppress(Exception):
-                    client.close()
-            group.close()
+            teardown.defer(running.aclose)
+            yield running
 
 
 SYSTEMS = [CelerySystem()]

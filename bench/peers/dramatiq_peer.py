@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from bench._harness import procs
-from bench._harness.core import ColdStart, Env, Knobs, Running, Workload
+from bench._harness.core import ColdStart, Env, Knobs, Running, Workload, system_run
 from bench._harness.work import ATTEMPT_LUA, RECORD_LUA, run_sync
 
 QUEUE: Final = "bench"
@@ -147,13 +147,11 @@ class DramatiqSystem:
 
     @contextlib.asynccontextmanager
     async def running(self, env: Env, workload: Workload) -> AsyncIterator[Running]:
-        group = env.procs(self.key)
-        running: Running | None = None
-        client = None
-        try:
+        async with system_run(env, self.key) as (group, teardown):
             redis_url = await procs.start_redis(group)
             worker = self.spawn_worker(group, redis_url, workload)
             client = make_broker(redis_url)
+            teardown.defer(client.close, quiet=True)
 
             def send_one(payload: dict[str, Any]) -> None:
                 client.enqueue(_message(payload))
@@ -170,14 +168,8 @@ class DramatiqSystem:
                 watched=[worker],
                 pids={"worker": worker.pid},
             )
+            teardown.defer(running.aclose)
             yield running
-        finally:
-            if running is not None:
-                await running.aclose()
-            if client is not None:
-                with contextlib.suppress(Exception):
-                    client.close()
-            group.close()
 
 
 SYSTEMS = [DramatiqSystem()]

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from bench._harness import procs
-from bench._harness.core import Env, Knobs, Running, Workload
+from bench._harness.core import Env, Knobs, Running, Workload, system_run
 from bench._harness.work import ATTEMPT_LUA, RECORD_LUA, run_async
 from bench.peers.ours import TANSU_FETCH_MAX_WAIT_S, TANSU_SESSION_TIMEOUT_S
 
@@ -132,10 +132,7 @@ class FastStreamKafka:
     async def running(self, env: Env, workload: Workload) -> AsyncIterator[Running]:
         from faststream.kafka import KafkaBroker
 
-        group = env.procs(self.key)
-        running: Running | None = None
-        client = None
-        try:
+        async with system_run(env, self.key) as (group, teardown):
             redis_url = await procs.start_redis(group)
             bootstrap = await procs.start_tansu(group)
             await create_topics(bootstrap)
@@ -149,6 +146,7 @@ class FastStreamKafka:
                 ),
             )
             client = KafkaBroker(bootstrap, acks="all", logger=None)
+            teardown.defer(client.stop, quiet=True)
             await client.connect()
 
             async def send_one(payload: dict[str, Any]) -> None:
@@ -171,14 +169,8 @@ class FastStreamKafka:
                 watched=[worker],
                 pids={"worker": worker.pid},
             )
+            teardown.defer(running.aclose)
             yield running
-        finally:
-            if running is not None:
-                await running.aclose()
-            if client is not None:
-                with contextlib.suppress(Exception):
-                    await client.stop()
-            group.close()
 
 
 SYSTEMS = [FastStreamKafka()]

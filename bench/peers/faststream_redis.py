@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from bench._harness import procs
-from bench._harness.core import ColdStart, Env, Knobs, Running, Workload
+from bench._harness.core import ColdStart, Env, Knobs, Running, Workload, system_run
 from bench._harness.work import ATTEMPT_LUA, RECORD_LUA, run_async
 
 STREAMS: Final = ("bench-a", "bench-b", "bench-c")
@@ -161,14 +161,12 @@ class FastStreamRedis:
     async def running(self, env: Env, workload: Workload) -> AsyncIterator[Running]:
         from faststream.redis import RedisBroker
 
-        group = env.procs(self.key)
-        running: Running | None = None
-        client = None
-        try:
+        async with system_run(env, self.key) as (group, teardown):
             redis_url = await procs.start_redis(group)
             await declare_groups(redis_url)
             worker = self.spawn_worker(group, redis_url, workload)
             client = RedisBroker(redis_url, logger=None)
+            teardown.defer(client.stop, quiet=True)
             await client.connect()
 
             async def send_one(payload: dict[str, Any]) -> None:
@@ -190,14 +188,8 @@ class FastStreamRedis:
                 watched=[worker],
                 pids={"worker": worker.pid},
             )
+            teardown.defer(running.aclose)
             yield running
-        finally:
-            if running is not None:
-                await running.aclose()
-            if client is not None:
-                with contextlib.suppress(Exception):
-                    await client.stop()
-            group.close()
 
 
 SYSTEMS = [FastStreamRedis()]

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench._harness import procs
-from bench._harness.core import ColdStart, Env, Knobs, Running, Workload
+from bench._harness.core import ColdStart, Env, Knobs, Running, Workload, system_run
 from bench._harness.http import CONCURRENCY, CloudEventSender
 from bench._harness.work import ATTEMPT_LUA, RECORD_LUA, InjectedFailure, run_async
 
@@ -80,15 +80,13 @@ class Floor:
 
     @contextlib.asynccontextmanager
     async def running(self, env: Env, workload: Workload) -> AsyncIterator[Running]:
-        group = env.procs(self.key)
-        sender: CloudEventSender | None = None
-        running: Running | None = None
-        try:
+        async with system_run(env, self.key) as (group, teardown):
             redis_url = await procs.start_redis(group)
             port = procs.free_port()
             server = group.spawn("floor", self.serve_argv(port, redis_url))
             await procs.wait_for_port(port, server)
             sender = CloudEventSender(f"http://127.0.0.1:{port}/", "bench.a")
+            teardown.defer(sender.close)
             running = Running(
                 redis_url=redis_url,
                 group=group,
@@ -97,13 +95,8 @@ class Floor:
                 watched=[server],
                 pids={"worker": server.pid},
             )
+            teardown.defer(running.aclose)
             yield running
-        finally:
-            if running is not None:
-                await running.aclose()
-            if sender is not None:
-                sender.close()
-            group.close()
 
 
 SYSTEMS = [Floor()]

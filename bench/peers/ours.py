@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench._harness import procs
-from bench._harness.core import ColdStart, Env, Knobs, Running, Workload
+from bench._harness.core import ColdStart, Env, Knobs, Running, Workload, system_run
 from bench._harness.http import CONCURRENCY, CloudEventSender
 from bench.agents import AGENT_NAME, HOP_TYPES
 from brokers.inprocess import inprocess_url
@@ -156,10 +156,7 @@ class Ours:
 
     @contextlib.asynccontextmanager
     async def running(self, env: Env, workload: Workload) -> AsyncIterator[Running]:
-        group = env.procs(self.key)
-        sender: CloudEventSender | None = None
-        running: Running | None = None
-        try:
+        async with system_run(env, self.key) as (group, teardown):
             redis_url = await procs.start_redis(group)
             sink_port, agent_port, broker_port = (procs.free_port() for _ in range(3))
             sink = group.spawn(
@@ -217,6 +214,7 @@ class Ours:
             await procs.wait_for_port(broker_port, broker, timeout=60)
             await procs.wait_for_port(sink_port, sink)
             sender = CloudEventSender(f"http://127.0.0.1:{broker_port}/default/default", "bench.a")
+            teardown.defer(sender.close)
             running = Running(
                 redis_url=redis_url,
                 group=group,
@@ -227,13 +225,8 @@ class Ours:
                 extra={"dead_letter_port": sink_port},
                 failures=lambda: delivery_failures(broker_port),
             )
+            teardown.defer(running.aclose)
             yield running
-        finally:
-            if running is not None:
-                await running.aclose()
-            if sender is not None:
-                sender.close()
-            group.close()
 
 
 SYSTEMS = [
