@@ -25,6 +25,7 @@ import aiohttp
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench._harness.http import binary_headers  # noqa: E402
 from brokers._http1 import Http1Pool  # noqa: E402
 from tests._servers import free_port, wait_for_port  # noqa: E402
 
@@ -43,14 +44,7 @@ async def _post_all(url: str, events: int, concurrency: int) -> float:
 
     async def worker() -> None:
         for i in counter:
-            headers = {
-                "ce-specversion": "1.0",
-                "ce-id": f"e{i}",
-                "ce-source": "/bench",
-                "ce-type": "bench.event",
-                "ce-benchsent": str(time.time_ns()),
-                "content-type": "application/json",
-            }
+            headers = binary_headers(f"e{i}", "bench.event", benchsent=str(time.time_ns()))
             response = await pool.post(host, port, target, headers, b'{"n":1}', timeout=30)
             if response.status >= 300:
                 raise RuntimeError(f"{url} answered {response.status}")
@@ -73,14 +67,7 @@ async def _post_paced(url: str, rate: float, seconds: float) -> int:
 
     async def one(i: int) -> None:
         async with slots:
-            headers = {
-                "ce-specversion": "1.0",
-                "ce-id": f"p{i}",
-                "ce-source": "/bench",
-                "ce-type": "bench.event",
-                "ce-benchsent": str(time.time_ns()),
-                "content-type": "application/json",
-            }
+            headers = binary_headers(f"p{i}", "bench.event", benchsent=str(time.time_ns()))
             response = await pool.post(host, port, target, headers, b'{"n":1}', timeout=30)
             if response.status >= 300:
                 raise RuntimeError(f"{url} answered {response.status}")

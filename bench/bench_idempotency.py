@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench._harness.http import binary_headers  # noqa: E402
 from brokers._http1 import Http1Pool  # noqa: E402
 from tests._servers import free_port, redis_server, wait_for_port  # noqa: E402
 
@@ -114,13 +115,7 @@ async def _load(url: str, events: int, concurrency: int, run: str) -> float:
 
     async def worker() -> None:
         for i in counter:
-            headers = {
-                "ce-specversion": "1.0",
-                "ce-id": f"{run}-{i}",
-                "ce-source": "/bench",
-                "ce-type": "bench.ping",
-                "content-type": "application/json",
-            }
+            headers = binary_headers(f"{run}-{i}", "bench.ping")
             response = await pool.post(host, port, target, headers, b'{"n":1}', timeout=30)
             if response.status != 200:
                 raise RuntimeError(f"{url} answered {response.status}")

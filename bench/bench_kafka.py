@@ -45,6 +45,7 @@ from kafka.structs import OffsetAndMetadata
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench._harness.http import binary_headers  # noqa: E402
 from brokers._http1 import Http1Pool  # noqa: E402
 from brokers.config import parse_documents  # noqa: E402
 from brokers.kafka import KafkaEventLog  # noqa: E402
@@ -348,14 +349,7 @@ async def _post_all(url: str, events: int, concurrency: int) -> float:
 
     async def worker() -> None:
         for i in counter:
-            headers = {
-                "ce-specversion": "1.0",
-                "ce-id": f"e{i}",
-                "ce-source": "/bench",
-                "ce-type": "bench.event",
-                "ce-benchsent": str(time.time_ns()),
-                "content-type": "application/json",
-            }
+            headers = binary_headers(f"e{i}", "bench.event", benchsent=str(time.time_ns()))
             response = await pool.post(host, int(port), "/" + path, headers, data, timeout=30)
             if response.status != 202:
                 raise RuntimeError(f"{url} answered {response.status}")
