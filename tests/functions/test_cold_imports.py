@@ -176,6 +176,8 @@ def test_what_is_configured_is_loaded(tmp_path: Path) -> None:
 
 
 def test_every_public_name_resolves_lazily() -> None:
+    # __all__ (what type checkers read) and the lazy table (what runs) list the same names.
+    assert sorted(functions.__all__) == sorted(functions._EXPORTS)
     assert set(functions.__all__) <= set(dir(functions))
     for name in functions.__all__:
         assert getattr(functions, name) is not None
