@@ -82,10 +82,15 @@ def _agents_in(module: ModuleType, label: str) -> list[DiscoveredAgent]:
 def discover_agents(path: str) -> tuple[list[DiscoveredAgent], list[str]]:
     """Agents declared at module level under ``path``, and the import errors met on the way.
 
-    ``path`` is a dotted module or package (its submodules are walked), a ``.py`` file, or a
+    ``path`` is a dotted module or package (its submodules are walked), a ``.py`` file, a
     folder (each ``.py`` file in it, recursively, except those starting with ``_`` or
-    ``test``). An agent reachable under several names is listed once.
+    ``test``), or one agent as ``agentfn serve`` takes it: ``MODULE:AGENT`` (or
+    ``FILE.py:AGENT``; a :class:`LookupError` when it names no agent). An agent reachable under
+    several names is listed once.
     """
+    if ":" in path:
+        module_name, _, attribute = path.partition(":")
+        return [DiscoveredAgent(module_name, attribute or "agent", load_agent(path))], []
     modules: list[tuple[str, ModuleType]] = []
     errors: list[str] = []
     location = Path(path)

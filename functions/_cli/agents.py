@@ -17,7 +17,9 @@ console = Console()
 errors_console = Console(stderr=True)
 
 
-_Path = Annotated[str, typer.Argument(help="Dotted module or package, .py file, or folder")]
+_Path = Annotated[
+    str, typer.Argument(help="Dotted module or package, .py file, folder, or MODULE:AGENT")
+]
 _Json = Annotated[bool, typer.Option("--json", help="Print JSON (one object per agent)")]
 
 
@@ -27,7 +29,7 @@ def agents(path: _Path = "functions.agents", as_json: _Json = False) -> None:
         sys.path.insert(0, os.getcwd())
     try:
         found, errors = discover_agents(path)
-    except ModuleNotFoundError as error:
+    except (ModuleNotFoundError, LookupError) as error:
         raise typer.BadParameter(str(error), param_hint="PATH") from None
     for problem in errors:
         errors_console.print(f"[yellow]skipped {problem}[/yellow]")

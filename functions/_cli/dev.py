@@ -38,7 +38,7 @@ from functions._asgi import AgentApp
 from functions._cli._process import tune_gc_for_serving
 from functions._cli.broker import parse_services
 from functions._knative import trigger_documents
-from functions._loader import DiscoveredAgent, discover_agents, load_agent
+from functions._loader import DiscoveredAgent, discover_agents
 from functions.settings import Settings
 
 console = Console(highlight=False)
@@ -216,16 +216,11 @@ def dev(
     """Run the embedded broker and every agent locally, routed like on Knative."""
     found: list[DiscoveredAgent] = []
     for target in targets or ["functions.agents"]:
-        if ":" in target:
-            # MODULE:AGENT (or FILE.py:AGENT) names one agent, as `agentfn serve` takes it.
-            module, _, attribute = target.partition(":")
-            try:
-                found.append(DiscoveredAgent(module, attribute, load_agent(target)))
-            except LookupError as missing:
-                console.print(f"[red]error:[/red] {missing}")
-                raise typer.Exit(2) from None
-            continue
-        agents, errors = discover_agents(target)
+        try:
+            agents, errors = discover_agents(target)
+        except (ModuleNotFoundError, LookupError) as missing:
+            console.print(f"[red]error:[/red] {missing}")
+            raise typer.Exit(2) from None
         for skipped in errors:
             console.print(f"[yellow]skipped {skipped}[/yellow]")
         found.extend(agents)

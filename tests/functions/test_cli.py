@@ -62,6 +62,16 @@ def test_agents_reads_a_file_or_a_folder(tmp_path: Path) -> None:
     assert agent["handlers"][0]["filters"] == {"subject": "a"}
 
 
+def test_agents_takes_one_agent_as_module_colon_agent() -> None:
+    result = runner.invoke(app, ["agents", "functions.agents.worker:agent", "--json"])
+    assert result.exit_code == 0, result.output
+    (described,) = json.loads(result.output)
+    assert (described["target"], described["name"]) == ("functions.agents.worker:agent", "worker")
+    missing = runner.invoke(app, ["agents", "functions.agents.worker:nothing"])
+    assert missing.exit_code == 2
+    assert "has no attribute 'nothing'" in missing.output
+
+
 def test_agents_without_any_agent_fails(tmp_path: Path) -> None:
     assert runner.invoke(app, ["agents", str(tmp_path)]).exit_code == 1
     assert runner.invoke(app, ["agents", "no.such.module"]).exit_code == 2
