@@ -140,8 +140,8 @@ class Ours:
             processes=processes,
             concurrency=f"producer {CONCURRENCY} HTTP connections; broker defaults "
             "(512 in flight, 128 per subscriber)",
-            guarantees="202 once durable; Trigger retry 5 exponential + dead-letter sink; "
-            f"runtime dedupe store: {self.idempotency or 'embedded'}",
+            guarantees="202 once committed to the log; Trigger retry 5 exponential + "
+            f"dead-letter sink; runtime dedupe store: {self.idempotency or 'embedded'}",
         )
 
     async def cold_start(self, group: procs.Procs, redis_url: str) -> ColdStart:
