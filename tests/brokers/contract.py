@@ -293,17 +293,30 @@ class BrokerContract:
         with pytest.raises(ValueError, match="max_body_bytes"):
             BrokerSettings(max_body_bytes=1000)
 
-    async def test_not_a_cloudevent_is_415(self, harness: Harness) -> None:
+    @pytest.mark.parametrize(
+        ("headers", "body", "rule"),
+        [
+            ({"content-type": "application/json"}, b"{}", "content-mode"),
+            ({"content-type": "text/plain"}, b"hello", "content-mode"),
+            ({}, b"", "content-mode"),
+            ({"content-type": "application/cloudevents+avro"}, b"\x00", "event-format"),
+        ],
+        ids=["json-without-ce-headers", "text-plain", "empty", "avro-format"],
+    )
+    async def test_not_a_cloudevent_is_400_naming_the_rule(
+        self, harness: Harness, headers: dict[str, str], body: bytes, rule: str
+    ) -> None:
+        # Knative's data plane: a sink unable to parse a valid CloudEvent MUST answer 400.
         broker = await harness.broker()
-        status, _, body = await harness.post(
-            broker.url(), {"content-type": "application/json"}, b"{}"
-        )
-        assert status == 415
-        assert json.loads(body)["attribute"] == "content-type"
-        status, _, _ = await harness.post(
-            broker.url(), {"content-type": "application/cloudevents+avro"}, b"\x00"
-        )
-        assert status == 415
+        status, answer_headers, answer = await harness.post(broker.url(), headers, body)
+        assert status == 400
+        assert answer_headers["Content-Type"] == "application/json"
+        assert json.loads(answer) | {"message": ""} == {
+            "error": "invalid CloudEvent",
+            "attribute": "content-type",
+            "rule": rule,
+            "message": "",
+        }
 
     async def test_store_failure_is_503_and_nothing_is_lost(self, harness: Harness) -> None:
         sub = await harness.subscriber()
@@ -330,7 +343,10 @@ class BrokerContract:
             'broker_ingress_event_count_total{broker_name="default",namespace_name="default",'
             'response_code="202",response_code_class="2xx"} 1.0' in text
         )
-        assert 'response_code="415"' in text
+        assert (
+            'broker_ingress_event_count_total{broker_name="default",namespace_name="default",'
+            'response_code="400",response_code_class="4xx"} 1.0' in text
+        )
 
     # -- filters -------------------------------------------------------------------------------
 
