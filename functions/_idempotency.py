@@ -126,6 +126,10 @@ class InMemoryIdempotencyStore:
     what it handled. Leases are never written: a process that dies takes its leases with it,
     which is what lease expiry would do. Writes are flushed, not fsynced: a restart is covered,
     a power loss is not.
+
+    ``clock`` gives the time records live by (tests pass a fake one to move it by hand). It is
+    wall time, not monotonic, because expiry times go into the file and a process started
+    later (after a reboot, too) reads them back.
     """
 
     def __init__(
@@ -195,6 +199,9 @@ class InMemoryIdempotencyStore:
                 return Claim(ClaimState.DONE, outcome=record[1])
             if record[0] != token:
                 return Claim(ClaimState.IN_FLIGHT, retry_after=record[2] - now)
+            # The holder asking again (a retried call): its lease stands as it was, not
+            # extended, as in Redis, so a holder that keeps asking cannot outlive its lease.
+            return ACQUIRED
         expires = now + lease_s
         self._records[key] = (token, b"", expires)
         self._lease_expiry.append((expires, key))
