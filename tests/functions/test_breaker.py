@@ -50,6 +50,10 @@ def test_policies_are_validated() -> None:
         BreakerPolicy(failures=0)
     with pytest.raises(ValueError, match="reset_s"):
         BreakerPolicy(reset_s=0)
+    with pytest.raises(ValueError, match="window_s"):
+        BreakerPolicy(window_s=-1)
+    with pytest.raises(ValueError, match="probe_timeout_s"):
+        BreakerPolicy(probe_timeout_s=0)
 
 
 class BreakerContract:
@@ -98,6 +102,14 @@ class BreakerContract:
         with pytest.raises(CircuitOpenError) as refused:
             await succeed(breakers, destination)
         assert refused.value.retry_after == pytest.approx(0.5)
+        assert breakers.last_state(destination) is BreakerState.OPEN
+        clock.advance(0.5)  # the time it gave: now half-open, the call goes through
+        decision = await breakers.acquire(destination)
+        assert (decision.allowed, decision.state, decision.probe) == (
+            True,
+            BreakerState.HALF_OPEN,
+            True,
+        )
 
     async def test_half_open_lets_one_probe_through_and_its_success_closes(
         self, breakers: CircuitBreakers, destination: str, clock: FakeClock
@@ -173,8 +185,17 @@ class BreakerContract:
     async def test_destinations_are_independent(
         self, breakers: CircuitBreakers, destination: str
     ) -> None:
+        other = destination + "-other"
         await fail(breakers, destination, 5)
-        await succeed(breakers, destination + "-other")
+        assert breakers.last_state(destination) is BreakerState.OPEN
+        with pytest.raises(CircuitOpenError) as refused:
+            await succeed(breakers, destination)
+        assert refused.value.destination == destination
+        await succeed(breakers, other)
+        assert breakers.last_state(other) is BreakerState.CLOSED
+        await fail(breakers, other, 4)  # its own count, not added to the open one's
+        await succeed(breakers, other)
+        assert breakers.last_state(other) is BreakerState.CLOSED
 
     async def test_listeners_see_every_change(
         self, breakers: CircuitBreakers, destination: str, clock: FakeClock

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import random
+import re
 from collections import Counter
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -51,6 +53,26 @@ def test_terms_leave_stopwords_out_and_the_key_sentence_is_the_densest() -> None
     assert _text.key_sentence(text) == "Events reach agents through brokers and events."
 
 
+def document_words() -> list[str]:
+    """DOCUMENT's words by the rule the agents document: letter and digit runs, lower-cased.
+
+    Written out here rather than taken from ``_text``, so a change to the agents' tokenising
+    shows up as a different report. (DOCUMENT has no apostrophes, which the rule keeps inside
+    a word.)
+    """
+    return re.findall(r"[a-z0-9]+", DOCUMENT.lower())
+
+
+def expected_top_terms(n: int) -> list[dict[str, Any]]:
+    """The ``n`` most frequent content words, ties by term, as the aggregator documents.
+
+    Content words: not one letter long and not in the agents' stopword list (their data).
+    """
+    counts = Counter(w for w in document_words() if w not in _text.STOPWORDS and len(w) > 1)
+    ranked = sorted(counts.items(), key=lambda term_count: (-term_count[1], term_count[0]))
+    return [{"term": term, "count": count} for term, count in ranked[:n]]
+
+
 @pytest.fixture
 async def broker() -> AsyncIterator[tuple[Sink, str]]:
     sink = Sink()
@@ -86,7 +108,7 @@ async def test_the_chain_turns_a_document_into_a_report(broker: tuple[Sink, str]
     assert all(
         r.type == WORK_COMPLETED and r.attributes[extensions.CHAIN_ID] in chain for r in results
     )
-    assert sum(r.data["words"] for r in results) == len(_text.words(DOCUMENT))
+    assert sum(r.data["words"] for r in results) == len(document_words())
 
     # Results arrive out of order, one of them twice (a lost ack).
     random.Random(7).shuffle(results)
@@ -97,13 +119,10 @@ async def test_the_chain_turns_a_document_into_a_report(broker: tuple[Sink, str]
     report = reply_of(joined[-2])
     assert report.type == REPORT_READY
     assert report.attributes[extensions.CHAIN_ID] in chain
-    every = _text.term_counts(DOCUMENT)
-    assert report.data["words"] == len(_text.words(DOCUMENT))
+    assert report.data["words"] == len(document_words())
     assert report.data["chunks"] == len(expected_chunks)
     assert report.data["title"] == "eventing"
-    top = report.data["top_terms"]
-    assert len(top) == 3
-    assert top[0] == {"term": "events", "count": every["events"]}
+    assert report.data["top_terms"] == expected_top_terms(3)
     assert len(report.data["summary"]) == len(expected_chunks)
 
 
