@@ -21,6 +21,11 @@ Knative uses (``a AND b OR c`` is ``a AND (b OR c)``); integer overflow in ``+ -
 ``-`` is a math error with value 0; inside string literals ``\\'``, ``\\"``, ``\\\\`` and a
 doubled quote are escapes and any other backslash is kept; in LIKE patterns ``\\%``, ``\\_`` and
 ``\\\\`` match the character itself.
+
+Implicit casts (of an operator's operands) are those of the spec's table except Integer ->
+Boolean, which only ``BOOL`` makes, as the CESQL TCK has it: ``NOT 10`` is ``true`` with a
+``cast`` error (the failed cast gives ``false``, the zero value, and NOT computes with it), and
+``BOOL(10)`` is ``true`` with none. The Go SDK casts ``NOT 10`` to ``false`` instead.
 """
 
 from brokers.cesql._errors import CesqlParseError, ErrorKind

@@ -3,17 +3,25 @@ nothing that could be decided when the expression was compiled.
 
 Every closure takes the event and the list that collects error kinds, and returns a value.
 
-Error semantics (CESQL v1 sections 3.2, 3.3, 4.1): evaluation always completes, collecting every
-error raised. A node that raises an error returns a value of its return type: the value the spec
-names (``ABS`` of the minimum gives 2147483647, ``LEFT`` with a negative count gives its
-argument) or the zero value. A node whose operand raised returns its own zero value without
-computing, which is why ``missing / 0`` reports only the missing attribute, and why
-``true AND (1 != 1 / 0)`` is false (both as in the CESQL TCK). AND and OR short-circuit on their
-left operand (3.4.2); IN stops at the first element that matches.
+Error semantics (CESQL v1 sections 3.2, 3.3, 3.7, 4.1): evaluation always completes, collecting
+every error raised. A node that raises an error returns a value of its return type: the value the
+spec names (``ABS`` of the minimum gives 2147483647, ``LEFT`` with a negative count gives its
+argument) or the zero value. Two cases for an operator's operand:
 
-To detect that an operand raised, an operator compares the length of the error list before and
-after evaluating it. Operands of Boolean type need less: every Boolean node returns ``False``
-whenever it raises, so ``x AND y`` reads the values alone.
+- The operand raised (a missing attribute, a math error, any error inside it): the operator
+  returns its own zero value without computing, which is why ``missing / 0`` reports only the
+  missing attribute, ``NOT missing`` is false and ``true AND (1 != 1 / 0)`` is false.
+- The operand has a value that the operator's implicit cast cannot convert: the cast raises a
+  cast error and its result is the zero value of the target type (3.7: "raise a CastError and
+  the cast result is false"; String -> Integer "an error is returned along with a value of 0"),
+  and the operator computes with it: ``NOT 10`` is true, ``'a' + 1`` is 1.
+
+All as in the CESQL TCK. AND and OR short-circuit on their left operand (3.4.2); IN stops at the
+first element that matches.
+
+An operand evaluator (``Operand``) returns ``RAISED`` where its node raised, so that operators
+tell the two cases apart; the node is evaluated by comparing the length of the error list before
+and after, which operands that cannot raise skip.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from enum import Enum
 from typing import Final, cast
 
 from brokers.cesql._ast import (
@@ -40,7 +49,7 @@ from brokers.cesql._errors import CAST, MATH, MISSING_ATTRIBUTE, MISSING_FUNCTIO
 from brokers.cesql._functions import resolve
 from brokers.cesql._like import compile_like
 from brokers.cesql._values import (
-    CASTER_OF_CLASS,
+    IMPLICIT_OF_CLASS,
     INT_MAX,
     INT_MIN,
     MISSING,
@@ -56,10 +65,19 @@ from brokers.cesql._values import (
     type_of,
 )
 
+
+class Raised(Enum):
+    RAISED = "raised"
+
+
+# What an operand evaluator returns where its node raised an error; never a value of a node.
+RAISED: Final = Raised.RAISED
+
 Event = Mapping[str, object]
 Evaluator = Callable[[Event, list[str]], Value]
-_IntEvaluator = Callable[[Event, list[str]], int]
-_StrEvaluator = Callable[[Event, list[str]], str]
+Operand = Callable[[Event, list[str]], Value | Raised]
+_IntOperand = Callable[[Event, list[str]], int | Raised]
+_StrOperand = Callable[[Event, list[str]], str | Raised]
 
 # The spec leaves the data of an event out of the language (section 1); an event mapping in the
 # JSON format may still carry it, so it is never an attribute.
@@ -84,6 +102,9 @@ class Code:
     # Whether evaluating may raise an error.
     fallible: bool
     constant: bool = False
+    # Whether the value is the zero value of ``type`` whenever evaluating raises: such a Boolean
+    # node can be an operand of AND without a check, as AND's value is then false anyway.
+    zero_when_raising: bool = False
 
 
 def compile_tree(node: Node) -> Evaluator:
@@ -95,7 +116,7 @@ def _compile(node: Node) -> Code:
         case Literal(value=value):
             return Code(_constant(value), type_of(value), fallible=False, constant=True)
         case Attribute(name=name):
-            return Code(_attribute(name, Type.ANY), Type.ANY, fallible=True)
+            return Code(_attribute(name), Type.ANY, fallible=True, zero_when_raising=True)
         case Exists(name=name):
             return Code(_exists(name), Type.BOOLEAN, fallible=False)
         case Not(operand=operand):
@@ -118,42 +139,52 @@ def _compile(node: Node) -> Code:
             return _call(node)
 
 
-def _typed(node: Node, target: Type) -> tuple[Evaluator, bool]:
-    """An evaluator of ``node`` with its values cast to ``target`` (section 3.7), and whether it
-    may raise an error.
+def _operand(node: Node, target: Type, *, checked: bool = True) -> tuple[Operand, bool]:
+    """An evaluator of ``node`` with its values implicitly cast to ``target`` (section 3.7), and
+    whether it may raise an error.
 
-    When it raises, it returns the zero value of ``target``, except an operand that needed no
-    cast, which returns what its node does (``LEFT`` gives its argument): callers that must know
-    compare error counts. For a Boolean ``target`` the value is then always ``False``.
+    It returns ``RAISED`` where the node raised, and the zero value of ``target`` with a cast
+    error where the cast fails. With ``checked`` false, a Boolean node that returns false when
+    it raises is returned as it is: for a caller to which false and ``RAISED`` mean the same.
     """
     if isinstance(node, Attribute):
-        return _attribute(node.name, target), True
+        return _attribute_operand(node.name, target), True
     code = _compile(node)
     function = code.fn
     cast_to = caster(code.type, target)
     if cast_to is None:
-        return function, code.fallible
+        if not code.fallible or (not checked and code.zero_when_raising):
+            return function, code.fallible
+        return _checked_operand(function), True
     if code.constant:
         errors: list[str] = []
         value = cast_to(function({}, errors), errors)
         return (_failing(value), True) if errors else (_constant(value), False)
-    zero = ZERO[target]
     if not code.fallible:
         convert = cast_to
 
-        def converted(event: Event, errors: list[str]) -> Value:
+        def converted(event: Event, errors: list[str]) -> Value | Raised:
             return convert(function(event, errors), errors)
 
         return converted, can_fail(code.type, target)
 
-    def checked(event: Event, errors: list[str]) -> Value:
+    def checked_converted(event: Event, errors: list[str]) -> Value | Raised:
         count = len(errors)
         value = function(event, errors)
         if len(errors) != count:
-            return zero
+            return RAISED
         return cast_to(value, errors)
 
-    return checked, True
+    return checked_converted, True
+
+
+def _checked_operand(function: Evaluator) -> Operand:
+    def checked(event: Event, errors: list[str]) -> Value | Raised:
+        count = len(errors)
+        value = function(event, errors)
+        return RAISED if len(errors) != count else value
+
+    return checked
 
 
 def _constant_of(node: Node, target: Type) -> tuple[Value] | None:
@@ -176,7 +207,8 @@ def _constant(value: Value) -> Evaluator:
 
 
 def _failing(zero: Value) -> Evaluator:
-    """A literal that can never be cast to what its operator needs, such as ``NOT 'abc'``."""
+    """A literal that can never be cast to what its operator needs, such as ``NOT 'abc'``: a
+    cast error, and the zero value for the operator to compute with."""
 
     def failing(event: Event, errors: list[str]) -> Value:
         errors.append(CAST)
@@ -188,30 +220,17 @@ def _failing(zero: Value) -> Evaluator:
 # Attributes
 
 
-def _attribute(name: str, target: Type) -> Evaluator:
-    """Reads ``name`` from the event, converts it to a CESQL value and casts it to ``target``.
-
-    One closure for the three steps: attribute access is the most frequent operand by far. A
-    missing attribute returns the zero value of ``target`` (Boolean for an untyped read).
-    """
+def _attribute(name: str) -> Evaluator:
+    """An attribute as a node: its value, or false with a missing attribute error (3.2: the
+    type of a missing attribute cannot be known, so its zero value is the Boolean one)."""
     if name in _NOT_ATTRIBUTES:
-        zero = ZERO[target]
 
         def absent(event: Event, errors: list[str]) -> Value:
             errors.append(MISSING_ATTRIBUTE)
-            return zero
+            return False
 
         return absent
-    if target is Type.STRING:
-        return _string_attribute(name)
-    if target is Type.INTEGER:
-        return _integer_attribute(name)
-    if target is Type.BOOLEAN:
-        return _boolean_attribute(name)
-    return _any_attribute(name)
 
-
-def _any_attribute(name: str) -> Evaluator:
     def read(event: Event, errors: list[str]) -> Value:
         value = event.get(name, MISSING)
         if type(value) is str:
@@ -225,29 +244,51 @@ def _any_attribute(name: str) -> Evaluator:
     return read
 
 
-def _string_attribute(name: str) -> Evaluator:
-    def read(event: Event, errors: list[str]) -> Value:
+def _absent(event: Event, errors: list[str]) -> Value | Raised:
+    errors.append(MISSING_ATTRIBUTE)
+    return RAISED
+
+
+def _attribute_operand(name: str, target: Type) -> Operand:
+    """Reads ``name`` from the event, converts it to a CESQL value and casts it to ``target``.
+
+    One closure for the three steps: attribute access is the most frequent operand by far. A
+    missing attribute gives ``RAISED``.
+    """
+    if name in _NOT_ATTRIBUTES:
+        return _absent
+    if target is Type.STRING:
+        return _string_attribute(name)
+    if target is Type.INTEGER:
+        return _integer_attribute(name)
+    if target is Type.BOOLEAN:
+        return _boolean_attribute(name)
+    return _checked_operand(_attribute(name))
+
+
+def _string_attribute(name: str) -> Operand:
+    def read(event: Event, errors: list[str]) -> Value | Raised:
         value = event.get(name, MISSING)
         if type(value) is str:
             return value
         converted = from_event(value)
         if converted is MISSING:
             errors.append(MISSING_ATTRIBUTE)
-            return ""
+            return RAISED
         return to_str(converted, errors)
 
     return read
 
 
-def _integer_attribute(name: str) -> Evaluator:
-    def read(event: Event, errors: list[str]) -> Value:
+def _integer_attribute(name: str) -> Operand:
+    def read(event: Event, errors: list[str]) -> Value | Raised:
         value = event.get(name, MISSING)
         if type(value) is int and INT_MIN <= value <= INT_MAX:
             return value
         converted = from_event(value)
         if converted is MISSING:
             errors.append(MISSING_ATTRIBUTE)
-            return 0
+            return RAISED
         if isinstance(converted, str):
             number = parse_int(converted)
             if number is None:
@@ -259,20 +300,23 @@ def _integer_attribute(name: str) -> Evaluator:
     return read
 
 
-def _boolean_attribute(name: str) -> Evaluator:
-    def read(event: Event, errors: list[str]) -> Value:
+def _boolean_attribute(name: str) -> Operand:
+    def read(event: Event, errors: list[str]) -> Value | Raised:
         converted = from_event(event.get(name, MISSING))
+        if converted is True or converted is False:
+            return converted
         if converted is MISSING:
             errors.append(MISSING_ATTRIBUTE)
-            return False
+            return RAISED
         if isinstance(converted, str):
             lowered = converted.lower()
             if lowered == "true":
                 return True
-            if lowered != "false":
-                errors.append(CAST)
-            return False
-        return bool(converted)
+            if lowered == "false":
+                return False
+        # Not "true"/"false", or an Integer: no implicit cast to Boolean (see _values).
+        errors.append(CAST)
+        return False
 
     return read
 
@@ -293,53 +337,49 @@ def _exists(name: str) -> Evaluator:
 
 
 def _not(operand: Node) -> Code:
-    value, fallible = _typed(operand, Type.BOOLEAN)
-    if not fallible:
+    value, fallible = _operand(operand, Type.BOOLEAN)
 
-        def negation(event: Event, errors: list[str]) -> Value:
-            return not value(event, errors)
+    # `is False` is false for RAISED, and true for the false of a failed cast: NOT 10 is true.
+    def negation(event: Event, errors: list[str]) -> Value:
+        return value(event, errors) is False
 
-        return Code(negation, Type.BOOLEAN, fallible=False)
-
-    def checked_negation(event: Event, errors: list[str]) -> Value:
-        count = len(errors)
-        return value(event, errors) is False and len(errors) == count
-
-    return Code(checked_negation, Type.BOOLEAN, fallible=True)
+    return Code(negation, Type.BOOLEAN, fallible=fallible)
 
 
 def _negate(operand: Node) -> Code:
-    value = cast("_IntEvaluator", _typed(operand, Type.INTEGER)[0])
+    value = cast("_IntOperand", _operand(operand, Type.INTEGER)[0])
 
     def negation(event: Event, errors: list[str]) -> Value:
-        count = len(errors)
         number = value(event, errors)
-        if len(errors) != count:
+        if number is RAISED:
             return 0
         if number == INT_MIN:
             errors.append(MATH)
             return 0
         return -number
 
-    return Code(negation, Type.INTEGER, fallible=True)
+    return Code(negation, Type.INTEGER, fallible=True, zero_when_raising=True)
 
 
 # Binary operators
 
 
 def _logic(node: Logic) -> Code:
-    typed = [_typed(operand, Type.BOOLEAN) for operand in node.operands]
+    if node.op == "AND":
+        # An operand that raised, or failed its cast, is not true: the conjunction is false.
+        typed = [_operand(operand, Type.BOOLEAN, checked=False) for operand in node.operands]
+    else:
+        typed = [_operand(operand, Type.BOOLEAN) for operand in node.operands]
     operands = tuple(function for function, _ in typed)
     fallible = any(may_fail for _, may_fail in typed)
     if node.op == "AND":
-        return Code(_and(operands), Type.BOOLEAN, fallible)
+        return Code(_and(operands), Type.BOOLEAN, fallible, zero_when_raising=True)
     if node.op == "OR":
         return Code(_or(operands, checked=fallible), Type.BOOLEAN, fallible)
     return Code(_xor(operands), Type.BOOLEAN, fallible)
 
 
-def _and(operands: tuple[Evaluator, ...]) -> Evaluator:
-    # An operand that raised returned False, and False ends a conjunction anyway.
+def _and(operands: tuple[Operand, ...]) -> Evaluator:
     if len(operands) == 2:
         first, second = operands
 
@@ -358,7 +398,7 @@ def _and(operands: tuple[Evaluator, ...]) -> Evaluator:
     return conjunction
 
 
-def _or(operands: tuple[Evaluator, ...], *, checked: bool) -> Evaluator:
+def _or(operands: tuple[Operand, ...], *, checked: bool) -> Evaluator:
     if not checked:
 
         def disjunction(event: Event, errors: list[str]) -> Value:
@@ -367,24 +407,32 @@ def _or(operands: tuple[Evaluator, ...], *, checked: bool) -> Evaluator:
         return disjunction
 
     # `(a OR b) OR c` with `a` raising: the inner OR returns false whatever `b` is, so `c` is
-    # still evaluated, and the whole is false.
+    # still evaluated, and the whole is false. A failed cast is only a false operand:
+    # `'yes' OR TRUE` is true, with the cast error.
     def checked_disjunction(event: Event, errors: list[str]) -> Value:
-        count = len(errors)
-        for operand in operands:  # noqa: SIM110 - as in conjunction()
-            if operand(event, errors) is True and len(errors) == count:
+        raised = False
+        for operand in operands:
+            value = operand(event, errors)
+            if value is RAISED:
+                raised = True
+            elif value is True and not raised:
                 return True
         return False
 
     return checked_disjunction
 
 
-def _xor(operands: tuple[Evaluator, ...]) -> Evaluator:
+def _xor(operands: tuple[Operand, ...]) -> Evaluator:
     def exclusive(event: Event, errors: list[str]) -> Value:
-        count = len(errors)
+        raised = False
         result = False
         for operand in operands:
-            result ^= operand(event, errors) is True
-        return result and len(errors) == count
+            value = operand(event, errors)
+            if value is RAISED:
+                raised = True
+            else:
+                result ^= value is True
+        return result and not raised
 
     return exclusive
 
@@ -402,8 +450,9 @@ def _equality(node: Binary) -> Code:
             _attribute_equals_string(node.left.name, constant, negated),
             Type.BOOLEAN,
             fallible=True,
+            zero_when_raising=True,
         )
-    left, left_fails = _typed(node.left, right.type)
+    left, left_fails = _operand(node.left, right.type)
     if constant is not None:
         if not left_fails:
 
@@ -413,18 +462,18 @@ def _equality(node: Binary) -> Code:
             return Code(equals_constant, Type.BOOLEAN, fallible=False)
 
         def checked_equals_constant(event: Event, errors: list[str]) -> Value:
-            count = len(errors)
             value = left(event, errors)
-            return len(errors) == count and (value == constant) is not negated
+            return value is not RAISED and (value == constant) is not negated
 
         return Code(checked_equals_constant, Type.BOOLEAN, fallible=True)
-    other = right.fn
+    other = _operand(node.right, right.type)[0]
 
     def equals(event: Event, errors: list[str]) -> Value:
-        count = len(errors)
         value = left(event, errors)
         expected = other(event, errors)
-        return len(errors) == count and (value == expected) is not negated
+        if value is RAISED or expected is RAISED:
+            return False
+        return (value == expected) is not negated
 
     return Code(equals, Type.BOOLEAN, fallible=left_fails or right.fallible)
 
@@ -432,7 +481,7 @@ def _equality(node: Binary) -> Code:
 def _attribute_equals_string(name: str, expected: str, negated: bool) -> Evaluator:
     """``attribute = 'text'``, the commonest filter of all, in one closure."""
     if name in _NOT_ATTRIBUTES:
-        return _attribute(name, Type.BOOLEAN)
+        return _attribute(name)
 
     def equals(event: Event, errors: list[str]) -> Value:
         value = event.get(name, MISSING)
@@ -449,8 +498,8 @@ def _attribute_equals_string(name: str, expected: str, negated: bool) -> Evaluat
 
 def _dynamic_equality(node: Binary, negated: bool) -> Evaluator:
     """The right operand is an attribute: its type is only known per event."""
-    left = _typed(node.left, Type.ANY)[0]
-    right = _typed(node.right, Type.ANY)[0]
+    left = _compile(node.left).fn
+    right = _compile(node.right).fn
 
     def equals(event: Event, errors: list[str]) -> Value:
         count = len(errors)
@@ -458,46 +507,45 @@ def _dynamic_equality(node: Binary, negated: bool) -> Evaluator:
         expected = right(event, errors)
         if len(errors) != count:
             return False
-        value = CASTER_OF_CLASS[type(expected)](value, errors)
-        return len(errors) == count and (value == expected) is not negated
+        value = IMPLICIT_OF_CLASS[type(expected)](value, errors)
+        return (value == expected) is not negated
 
     return equals
 
 
 def _comparison(node: Binary) -> Code:
     compare = _COMPARISONS[node.op]
-    left = cast("_IntEvaluator", _typed(node.left, Type.INTEGER)[0])
+    left = cast("_IntOperand", _operand(node.left, Type.INTEGER)[0])
     constant = _constant_of(node.right, Type.INTEGER)
     if constant is not None:
         bound = cast("int", constant[0])
 
         def compare_constant(event: Event, errors: list[str]) -> Value:
-            count = len(errors)
             value = left(event, errors)
-            return len(errors) == count and compare(value, bound)
+            return value is not RAISED and compare(value, bound)
 
         return Code(compare_constant, Type.BOOLEAN, fallible=True)
-    right = cast("_IntEvaluator", _typed(node.right, Type.INTEGER)[0])
+    right = cast("_IntOperand", _operand(node.right, Type.INTEGER)[0])
 
     def comparison(event: Event, errors: list[str]) -> Value:
-        count = len(errors)
         value = left(event, errors)
         other = right(event, errors)
-        return len(errors) == count and compare(value, other)
+        if value is RAISED or other is RAISED:
+            return False
+        return compare(value, other)
 
     return Code(comparison, Type.BOOLEAN, fallible=True)
 
 
 def _arithmetic(node: Binary) -> Code:
-    left = cast("_IntEvaluator", _typed(node.left, Type.INTEGER)[0])
-    right = cast("_IntEvaluator", _typed(node.right, Type.INTEGER)[0])
+    left = cast("_IntOperand", _operand(node.left, Type.INTEGER)[0])
+    right = cast("_IntOperand", _operand(node.right, Type.INTEGER)[0])
     apply = _ARITHMETIC[node.op]
 
     def arithmetic(event: Event, errors: list[str]) -> Value:
-        count = len(errors)
         x = left(event, errors)
         y = right(event, errors)
-        if len(errors) != count:
+        if x is RAISED or y is RAISED:
             return 0
         return apply(x, y, errors)
 
@@ -571,32 +619,24 @@ def _like(node: Like) -> Code:
                 value = to_str(converted, errors)
             return matches(value) is not negated
 
-        return Code(attribute_like, Type.BOOLEAN, fallible=True)
-    typed, fallible = _typed(node.operand, Type.STRING)
-    text = cast("_StrEvaluator", typed)
-    if not fallible:
+        return Code(attribute_like, Type.BOOLEAN, fallible=True, zero_when_raising=True)
+    # Every value casts to String: only an operand that raised leaves LIKE without a value.
+    typed, fallible = _operand(node.operand, Type.STRING)
+    text = cast("_StrOperand", typed)
 
-        def like(event: Event, errors: list[str]) -> Value:
-            return matches(text(event, errors)) is not negated
-
-        return Code(like, Type.BOOLEAN, fallible=False)
-
-    def checked_like(event: Event, errors: list[str]) -> Value:
-        count = len(errors)
+    def like(event: Event, errors: list[str]) -> Value:
         value = text(event, errors)
-        return len(errors) == count and matches(value) is not negated
+        return value is not RAISED and matches(value) is not negated
 
-    return Code(checked_like, Type.BOOLEAN, fallible=True)
-
-
-_FAILED_CAST: Final = object()
+    return Code(like, Type.BOOLEAN, fallible=fallible)
 
 
 def _in(node: In) -> Code:
-    """``x IN (y1, ...)``: each element is cast to the type of ``x`` (section 3.7) and compared
-    in order; the first equal element decides. An element that fails to cast raises a cast error
-    and does not match."""
-    left = _typed(node.operand, Type.ANY)[0]
+    """``x IN (y1, ...)``: each element is cast to the type of ``x`` (sections 3.4.5, 3.7) and
+    compared in order; the first equal element decides. An element that fails to cast raises a
+    cast error and is compared as the zero value of that type (``0 IN ('a')`` is true); an
+    element that raised makes the whole false."""
+    left = _compile(node.operand).fn
     negated = node.negated
     if all(isinstance(item, Literal) for item in node.items):
         values = [item.value for item in node.items if isinstance(item, Literal)]
@@ -604,7 +644,7 @@ def _in(node: In) -> Code:
             in_set = _attribute_in_literals(node.operand.name, values, negated)
             return Code(in_set, Type.BOOLEAN, fallible=True)
         return Code(_in_literals(left, values, negated), Type.BOOLEAN, fallible=True)
-    items = tuple(_typed(item, Type.ANY)[0] for item in node.items)
+    items = tuple(_compile(item).fn for item in node.items)
 
     def contained(event: Event, errors: list[str]) -> Value:
         count = len(errors)
@@ -613,45 +653,50 @@ def _in(node: In) -> Code:
             for item in items:
                 item(event, errors)
             return False
-        convert = CASTER_OF_CLASS[type(value)]
+        convert = IMPLICIT_OF_CLASS[type(value)]
+        raised = False
         for item in items:
             before = len(errors)
             element = item(event, errors)
             if len(errors) != before:
+                raised = True
                 continue
-            element = convert(element, errors)
-            if len(errors) == before and element == value:
-                return len(errors) == count and not negated
-        return len(errors) == count and negated
+            if convert(element, errors) == value:
+                return not raised and not negated
+        return not raised and negated
 
     return Code(contained, Type.BOOLEAN, fallible=True)
 
 
+# An element of a literal set, cast to one type, and whether that cast failed.
+_Element = tuple[Value, bool]
+
+
 def _literal_sets(
     values: list[Value],
-) -> tuple[dict[type, frozenset[Value]], dict[type, tuple[object, ...]]]:
+) -> tuple[dict[type, frozenset[Value]], dict[type, tuple[_Element, ...]]]:
     """A set of literals cast once per possible type of ``x``: a frozenset where every cast
     succeeds, else the elements in order with the failures marked."""
     sets: dict[type, frozenset[Value]] = {}
-    ordered: dict[type, tuple[object, ...]] = {}
-    for kind, convert in CASTER_OF_CLASS.items():
-        converted = tuple(_cast_or_fail(convert, value) for value in values)
-        if _FAILED_CAST in converted:
+    ordered: dict[type, tuple[_Element, ...]] = {}
+    for kind, convert in IMPLICIT_OF_CLASS.items():
+        converted = tuple(_cast_once(convert, value) for value in values)
+        if any(failed for _, failed in converted):
             ordered[kind] = converted
         else:
-            sets[kind] = frozenset(cast("tuple[Value, ...]", converted))
+            sets[kind] = frozenset(element for element, _ in converted)
     return sets, ordered
 
 
-def _scan(elements: tuple[object, ...], value: Value, negated: bool, errors: list[str]) -> bool:
-    """IN over elements of which some failed to cast: each failure met raises a cast error."""
-    count = len(errors)
-    for element in elements:
-        if element is _FAILED_CAST:
+def _scan(elements: tuple[_Element, ...], value: Value, negated: bool, errors: list[str]) -> bool:
+    """IN over elements of which some failed to cast: each failure met raises a cast error,
+    and is compared as its zero value."""
+    for element, failed in elements:
+        if failed:
             errors.append(CAST)
-        elif element == value:
-            return len(errors) == count and not negated
-    return len(errors) == count and negated
+        if element == value:
+            return not negated
+    return negated
 
 
 def _in_literals(left: Evaluator, values: list[Value], negated: bool) -> Evaluator:
@@ -691,10 +736,10 @@ def _attribute_in_literals(name: str, values: list[Value], negated: bool) -> Eva
     return contained
 
 
-def _cast_or_fail(convert: Caster, value: Value) -> object:
+def _cast_once(convert: Caster, value: Value) -> _Element:
     errors: list[str] = []
     converted = convert(value, errors)
-    return _FAILED_CAST if errors else converted
+    return converted, bool(errors)
 
 
 # Functions
@@ -709,9 +754,12 @@ def _call(node: Call) -> Code:
             return False
 
         # 3.5: an invocation that cannot be dispatched is false.
-        return Code(missing, Type.BOOLEAN, fallible=True)
+        return Code(missing, Type.BOOLEAN, fallible=True, zero_when_raising=True)
+    # Arguments follow the operators' rule: one that raised leaves the call at its zero value;
+    # one that failed its implicit cast is passed as the zero value of the parameter's type.
     arguments = tuple(
-        _typed(argument, function.param_type(index))[0] for index, argument in enumerate(node.args)
+        _operand(argument, function.param_type(index))[0]
+        for index, argument in enumerate(node.args)
     )
     implementation = function.impl
     zero = ZERO[function.returns]
@@ -719,18 +767,16 @@ def _call(node: Call) -> Code:
         (only,) = arguments
 
         def call1(event: Event, errors: list[str]) -> Value:
-            count = len(errors)
             value = only(event, errors)
-            if len(errors) != count:
+            if value is RAISED:
                 return zero
             return implementation(errors, value)
 
         return Code(call1, function.returns, fallible=True)
 
     def call(event: Event, errors: list[str]) -> Value:
-        count = len(errors)
         values = [argument(event, errors) for argument in arguments]
-        if len(errors) != count:
+        if any(value is RAISED for value in values):
             return zero
         return implementation(errors, *values)
 
