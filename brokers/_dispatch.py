@@ -24,6 +24,7 @@ from brokers.config import DeliveryOrder, TriggerSpec
 from brokers.delivery import DeliveryPolicy, is_retryable
 from brokers.log import LogRecord, StoreUnavailableError, Subscription
 from brokers.metrics import BrokerMetrics, code_class
+from brokers.retries import RetryObserver, ScheduledRetry
 from events import CloudEvent, InvalidEventError
 from events.extensions import (
     DEFAULT_BROKER_TTL,
@@ -91,6 +92,7 @@ class TriggerDispatcher:
         ingest: Ingest,
         limits: DispatchLimits,
         metrics: BrokerMetrics,
+        retry_observer: RetryObserver | None = None,
     ) -> None:
         self.trigger = trigger
         self.policy = policy
@@ -101,6 +103,7 @@ class TriggerDispatcher:
         self._ingest = ingest
         self._limits = limits
         self._metrics = metrics
+        self._retry_observer = retry_observer
         self._labels = (trigger.namespace, trigger.broker, trigger.name)
         self._ordered = trigger.order is DeliveryOrder.ORDERED
         self._pending: dict[int, deque[_Entry]] = {}
@@ -293,21 +296,46 @@ class TriggerDispatcher:
                 break
             retries += 1
             self._metrics.retries.labels(*self._labels).inc()
-            wait = self.policy.wait_before(retries, attempt.retry_after)
-            log.info(
-                "trigger %s: event %s answered %s; retry %d/%d in %.2fs",
-                self.trigger.name,
-                event.id,
-                attempt.status if attempt.status is not None else attempt.error,
-                retries,
-                self.policy.retry,
-                wait,
-            )
+            wait = self._schedule_retry(event, retries, attempt, dead_letter=False)
             if await wait_or_stop(wait, self._stopping):
                 return  # not finished: the event stays uncommitted and comes back on restart
         if self._still_owned(entry):
             await self._dead_letter(event, attempt)
         self._finish(entry)
+
+    def _schedule_retry(
+        self, event: CloudEvent, retry: int, last: Attempt, *, dead_letter: bool
+    ) -> float:
+        """Decide the wait before ``retry`` of ``event``, report it, and return it in seconds.
+
+        The subscriber's retries and the dead-letter sink's go through here alike.
+        """
+        url = self.dead_letter_url if dead_letter else self.subscriber_url
+        assert url is not None
+        decided = ScheduledRetry(
+            trigger=f"{self.trigger.namespace}/{self.trigger.name}",
+            event_id=event.id,
+            url=url,
+            dead_letter=dead_letter,
+            retry=retry,
+            status=last.status,
+            wait=self.policy.retry_wait(retry, last.retry_after),
+            at=time.monotonic(),
+        )
+        log.info(
+            "trigger %s: event %s answered %s at %s; retry %d/%d in %.2fs (%s)",
+            self.trigger.name,
+            event.id,
+            last.status if last.status is not None else last.error,
+            url,
+            retry,
+            self.policy.retry,
+            decided.wait.seconds,
+            decided.wait.reason,
+        )
+        if self._retry_observer is not None:
+            self._retry_observer.retry_scheduled(decided)
+        return decided.wait.seconds
 
     async def _forward_reply(self, original: CloudEvent, reply: CloudEvent) -> bool:
         """Route a reply back through the broker; False when it could not be stored."""
@@ -364,9 +392,8 @@ class TriggerDispatcher:
             if not is_retryable(attempt.status) or retries >= self.policy.retry:
                 break
             retries += 1
-            if await wait_or_stop(
-                self.policy.wait_before(retries, attempt.retry_after), self._stopping
-            ):
+            wait = self._schedule_retry(event, retries, attempt, dead_letter=True)
+            if await wait_or_stop(wait, self._stopping):
                 return
         outcome_labels.labels(*self._labels, "lost").inc()
         log.error(

@@ -28,6 +28,8 @@ __all__ = [
     "BackoffPolicy",
     "DeliveryPolicy",
     "Destination",
+    "RetryWait",
+    "WaitReason",
     "is_retryable",
     "parse_duration",
     "parse_retry_after",
@@ -82,6 +84,22 @@ class BackoffPolicy(StrEnum):
     EXPONENTIAL = "exponential"
 
 
+class WaitReason(StrEnum):
+    """What set the wait before a retry."""
+
+    BACKOFF = "backoff"
+    RETRY_AFTER = "retry-after"  # the answer's Retry-After, longer than the backoff
+    RETRY_AFTER_MAX = "retry-after-max"  # a longer Retry-After, cut to retryAfterMax
+
+
+@dataclass(frozen=True, slots=True)
+class RetryWait:
+    """The wait before one retry and why it is that long."""
+
+    seconds: float
+    reason: WaitReason
+
+
 @dataclass(frozen=True, slots=True)
 class Destination:
     """An addressable: a URI, or a reference to a Service resolved to one at start-up."""
@@ -134,17 +152,25 @@ class DeliveryPolicy:
             return self.backoff_delay * retry
         return self.backoff_delay * float(2**retry)
 
+    def retry_wait(self, retry: int, retry_after: float | None) -> RetryWait:
+        """The wait before ``retry`` and its reason, given the last answer's ``Retry-After``.
+
+        The backoff is the floor; a longer ``Retry-After`` wins, cut to ``retryAfterMax``.
+        On a tie the backoff is named: the header changed nothing.
+        """
+        backoff = self.backoff(retry)
+        if retry_after is None:
+            return RetryWait(backoff, WaitReason.BACKOFF)
+        asked, reason = retry_after, WaitReason.RETRY_AFTER
+        if self.retry_after_max is not None and retry_after > self.retry_after_max:
+            asked, reason = self.retry_after_max, WaitReason.RETRY_AFTER_MAX
+        if asked > backoff:
+            return RetryWait(asked, reason)
+        return RetryWait(backoff, WaitReason.BACKOFF)
+
     def wait_before(self, retry: int, retry_after: float | None) -> float:
-        """The wait before ``retry``, honouring a ``Retry-After`` the last answer carried."""
-        wait = self.backoff(retry)
-        if retry_after is not None:
-            asked = (
-                retry_after
-                if self.retry_after_max is None
-                else min(retry_after, self.retry_after_max)
-            )
-            wait = max(wait, asked)
-        return wait
+        """Seconds to wait before ``retry`` (see :meth:`retry_wait`)."""
+        return self.retry_wait(retry, retry_after).seconds
 
 
 #: ``config-br-defaults`` / ``default-broker`` of Knative Eventing: retry 10, exponential, PT0.2S.

@@ -17,6 +17,7 @@ from brokers.delivery import Destination
 from brokers.inprocess import LocalSubscriber
 from brokers.log import EventLog, LogRecord, topic_name
 from brokers.metrics import BrokerMetrics
+from brokers.retries import RetryObserver
 from brokers.settings import BrokerSettings
 from events import CloudEvent
 from events.extensions import DEFAULT_BROKER_TTL, KNATIVE_BROKER_TTL
@@ -50,6 +51,7 @@ class BrokerServer:
     ingress, ``await stop()`` drains and closes. ``app`` is the ASGI ingress for in-process use.
     ``local_subscribers`` maps URL origins (e.g. ``inprocess://planner``) to subscribers hosted
     in this process (:mod:`brokers.inprocess`); deliveries to them are calls, not requests.
+    ``retry_observer`` is told of every retry a dispatcher schedules (:mod:`brokers.retries`).
     """
 
     def __init__(
@@ -60,12 +62,14 @@ class BrokerServer:
         services: Mapping[str, str] | None = None,
         settings: BrokerSettings | None = None,
         local_subscribers: Mapping[str, LocalSubscriber] | None = None,
+        retry_observer: RetryObserver | None = None,
     ) -> None:
         self.topology = topology
         self.settings = settings or BrokerSettings()
         self.metrics = BrokerMetrics()
         self._log = event_log
         self._services = dict(services or {})
+        self._retry_observer = retry_observer
         self._sender = Sender(connections=self.settings.max_in_flight, local=local_subscribers)
         self._limits = DispatchLimits(
             max_in_flight=self.settings.max_in_flight,
@@ -128,6 +132,7 @@ class BrokerServer:
                 ingest=ingest_reply,
                 limits=self._limits,
                 metrics=self.metrics,
+                retry_observer=self._retry_observer,
             )
             dispatcher.start()
             self._dispatchers.append(dispatcher)

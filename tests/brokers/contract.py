@@ -11,11 +11,9 @@ import asyncio
 import base64
 import itertools
 import json
-import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,9 @@ import pytest
 import yaml
 
 from brokers.config import parse_documents
+from brokers.delivery import RetryWait, WaitReason
 from brokers.log import EventLog
+from brokers.retries import RetryRecord, ScheduledRetry
 from brokers.server import BrokerServer
 from brokers.settings import BrokerSettings
 from events import CloudEvent, to_batch, to_binary, to_structured
@@ -77,9 +77,15 @@ def event(
 
 
 class RunningBroker:
-    def __init__(self, server: BrokerServer, port: int) -> None:
+    def __init__(self, server: BrokerServer, port: int, retries: RetryRecord | None = None) -> None:
         self.server = server
         self.port = port
+        self._retries = retries  # the server's retry observer, when it was given this one
+
+    def retries(self, event_id: str, *, dead_letter: bool = False) -> list[ScheduledRetry]:
+        """The retries the dispatchers scheduled for one event (see :class:`RetryRecord`)."""
+        assert self._retries is not None, "this broker was started without a RetryRecord"
+        return self._retries.of(event_id, dead_letter=dead_letter)
 
     def url(self, namespace: str = "default", name: str = "default") -> str:
         return f"http://127.0.0.1:{self.port}/{namespace}/{name}"
@@ -116,16 +122,18 @@ class Harness:
         settings: BrokerSettings | None = None,
         services: Mapping[str, str] | None = None,
     ) -> RunningBroker:
+        retries = RetryRecord()
         server = BrokerServer(
             parse_documents(documents),
             self.contract.make_log(self.tmp_path / f"log{len(self._brokers)}"),
             services=services,
             settings=settings,
+            retry_observer=retries,
         )
         await server.start()
         self._brokers.append(server)
         port = await server.listen("127.0.0.1", 0)
-        return RunningBroker(server, port)
+        return RunningBroker(server, port, retries)
 
     async def post(
         self, url: str, headers: Mapping[str, str], body: bytes
@@ -158,9 +166,24 @@ async def settled(broker: RunningBroker, trigger_name: str) -> None:
     )
 
 
-def gaps(sub: Subscriber, event_id: str) -> list[float]:
+def decisions(scheduled: Sequence[ScheduledRetry]) -> list[tuple[int, int | None, RetryWait]]:
+    """(retry number, status that caused it, wait) of each scheduled retry."""
+    return [(r.retry, r.status, r.wait) for r in scheduled]
+
+
+def assert_sent_as_scheduled(
+    sub: Subscriber, event_id: str, scheduled: Sequence[ScheduledRetry]
+) -> None:
+    """Each retry reached the subscriber after the attempt before it and not before it was due.
+
+    Only a lower bound on real time: a loaded machine makes retries late, never early.
+    """
     times = [a.at for a in sub.arrivals if a.event.id == event_id]
-    return [b - a for a, b in itertools.pairwise(times)]
+    assert len(times) == len(scheduled) + 1, (times, scheduled)
+    for (before, after), retry in zip(itertools.pairwise(times), scheduled, strict=True):
+        assert before <= retry.at, "a retry is decided after the answer that caused it"
+        # asyncio wakes a timer up to one clock tick early; 1 ms covers it many times over.
+        assert after >= retry.due - 0.001, (retry, after)
 
 
 class BrokerContract:
@@ -289,6 +312,29 @@ class BrokerContract:
         fits = event(data={"blob": "x" * (limit - 1024)})
         assert await harness.send(broker.url(), fits) == 202
 
+    async def test_default_body_limit_refuses_one_byte_over_a_mib(self, harness: Harness) -> None:
+        sub = await harness.subscriber()
+        broker = await harness.broker([trigger("all", sub.url)])  # the default settings
+        limit = 1024 * 1024  # the README's and the settings table's default
+        headers, body = to_binary(event(data=b"x" * (limit + 1)))
+        assert len(body) == limit + 1  # binary mode: the body is the data alone
+        status, answer_headers, answer = await harness.post(broker.url(), headers, body)
+        assert status == 413
+        assert answer_headers["Content-Type"] == "application/json"
+        assert json.loads(answer) == {"error": "body over 1048576 bytes"}
+
+        async def chunks() -> AsyncIterator[bytes]:  # no content-length: counted while read
+            for i in range(0, len(body), 64 * 1024):
+                yield body[i : i + 64 * 1024]
+
+        async with harness.session.post(broker.url(), headers=headers, data=chunks()) as response:
+            assert response.status == 413
+            assert json.loads(await response.read()) == {"error": "body over 1048576 bytes"}
+        marker = event(type_="marker")
+        assert await harness.send(broker.url(), marker) == 202
+        await async_wait_until(lambda: sub.arrivals, message="the marker")
+        assert sub.ids() == [marker.id], "a refused body is never stored"
+
     def test_body_limit_never_below_64k(self) -> None:
         with pytest.raises(ValueError, match="max_body_bytes"):
             BrokerSettings(max_body_bytes=1000)
@@ -390,8 +436,31 @@ class BrokerContract:
             "b-y": event("type.b", "/y"),
             "c-z": event("other.c", "/z"),
         }
-        for ev in sent.values():
+        # No one event passes every filter: three markers, sent last, give each Trigger at least
+        # one. A Trigger that has delivered its markers has judged every event before them.
+        markers = {
+            "mark-a": event("type.a", "/x", tenant="blue"),
+            "mark-b": event("type.b", "/y"),
+            "mark-upper": event("TYPE.A", "/z"),
+        }
+        for ev in [*sent.values(), *markers.values()]:
             assert await harness.send(broker.url(), ev) == 202
+        expected_markers = {
+            "any": set(markers),
+            "type-a": {"mark-a"},
+            "source-x": {"mark-a"},
+            "a-from-x": {"mark-a"},
+            "has-ext": {"mark-a"},
+            "ext-blue": {"mark-a"},
+            "exact-b": {"mark-b"},
+            "prefix": {"mark-a", "mark-b"},
+            "suffix": {"mark-b"},
+            "all": {"mark-a"},
+            "any-of": {"mark-a", "mark-b"},
+            "not-a": {"mark-b", "mark-upper"},
+            "filters-win": {"mark-b"},
+            "case-sensitive": {"mark-upper"},
+        }
         expected = {
             "any": set(sent),
             "type-a": {"a-x", "a-y-blue"},
@@ -408,16 +477,23 @@ class BrokerContract:
             "filters-win": {"b-x-red", "b-y"},
             "case-sensitive": set(),
         }
-        total = sum(len(v) for v in expected.values())
         await async_wait_until(
-            lambda: sum(len(s.arrivals) for s in subs.values()) >= total,
-            message=f"{total} deliveries",
+            lambda: all(
+                markers[m].id in subs[name].ids()
+                for name, wanted in expected_markers.items()
+                for m in wanted
+            ),
+            message="every Trigger's markers",
         )
-        # The marker proves the broker is past every event: nothing more is coming.
+        # Past its markers, each Trigger has nothing in flight either: what it delivered so far
+        # is all it will ever deliver.
+        for name in cases:
+            await settled(broker, name)
+        everything = sent | markers
         for name, sub in subs.items():
-            ids = {k for k, ev in sent.items() if ev.id in sub.ids()}
-            assert ids == expected[name], name
-            assert len(sub.arrivals) == len(ids), f"{name} got a duplicate"
+            ids = {k for k, ev in everything.items() if ev.id in sub.ids()}
+            assert ids == expected[name] | expected_markers[name], name
+            assert len(sub.arrivals) == len(ids), f"{name} got a duplicate or a stranger"
 
     async def test_cesql_filters_select_events_and_errors_never_match(
         self, harness: Harness
@@ -494,12 +570,20 @@ class BrokerContract:
         await async_wait_until(
             lambda: sub.seen.get(ev.id) == failures + 2, timeout=15, message="success"
         )
-        measured = gaps(sub, ev.id)
-        expected = [delay * 2**k for k in range(1, failures + 2)]
-        for got, want in zip(measured, expected, strict=True):
-            assert abs(got - want) <= 0.1 * want, (measured, expected)
         await settled(broker, "flaky")
         assert sub.seen[ev.id] == failures + 2
+        scheduled = broker.retries(ev.id)
+        # 0.05 * 2**k for k = 1..5: doubling is exact in binary, so these compare exactly.
+        assert decisions(scheduled) == [
+            (1, 409, RetryWait(0.1, WaitReason.BACKOFF)),
+            (2, 503, RetryWait(0.2, WaitReason.BACKOFF)),
+            (3, 503, RetryWait(0.4, WaitReason.BACKOFF)),
+            (4, 503, RetryWait(0.8, WaitReason.BACKOFF)),
+            (5, 503, RetryWait(1.6, WaitReason.BACKOFF)),
+        ]
+        assert {r.trigger for r in scheduled} == {"default/flaky"}
+        assert {r.url for r in scheduled} == {sub.url}
+        assert_sent_as_scheduled(sub, ev.id, scheduled)
         assert (
             broker.metric("broker_filter_event_retry_count_total", trigger_name="flaky")
             == failures + 1
@@ -512,15 +596,22 @@ class BrokerContract:
                 trigger(
                     "linear",
                     sub.url,
-                    delivery={"retry": 5, "backoffPolicy": "linear", "backoffDelay": "PT0.1S"},
+                    delivery={"retry": 5, "backoffPolicy": "linear", "backoffDelay": "PT0.125S"},
                 )
             ]
         )
         ev = event()
         assert await harness.send(broker.url(), ev) == 202
         await async_wait_until(lambda: sub.seen.get(ev.id) == 4, timeout=10, message="4 attempts")
-        for got, want in zip(gaps(sub, ev.id), [0.1, 0.2, 0.3], strict=True):
-            assert abs(got - want) <= 0.1 * want
+        await settled(broker, "linear")
+        scheduled = broker.retries(ev.id)
+        # 0.125 s is a binary fraction: its multiples compare exactly.
+        assert decisions(scheduled) == [
+            (1, 500, RetryWait(0.125, WaitReason.BACKOFF)),
+            (2, 500, RetryWait(0.25, WaitReason.BACKOFF)),
+            (3, 500, RetryWait(0.375, WaitReason.BACKOFF)),
+        ]
+        assert_sent_as_scheduled(sub, ev.id, scheduled)
 
     async def test_retry_after_is_honoured_and_capped(self, harness: Harness) -> None:
         sub = await harness.subscriber(
@@ -549,8 +640,15 @@ class BrokerContract:
             timeout=10,
             message="second attempts",
         )
-        assert 0.95 <= gaps(sub, one.id)[0] <= 1.3
-        assert 0.45 <= gaps(capped, two.id)[0] <= 0.8
+        await settled(broker, "honour")
+        await settled(broker, "cap")
+        # The backoff before retry 1 is 0.02 s; the header asks for more and gets it, up to
+        # retryAfterMax.
+        honoured, cut = broker.retries(one.id), broker.retries(two.id)
+        assert decisions(honoured) == [(1, 429, RetryWait(1.0, WaitReason.RETRY_AFTER))]
+        assert decisions(cut) == [(1, 503, RetryWait(0.5, WaitReason.RETRY_AFTER_MAX))]
+        assert_sent_as_scheduled(sub, one.id, honoured)
+        assert_sent_as_scheduled(capped, two.id, cut)
 
     async def test_non_retryable_422_goes_once_to_the_dead_letter_sink(
         self, harness: Harness
@@ -682,10 +780,21 @@ class BrokerContract:
         await async_wait_until(
             lambda: dls.seen.get(ev.id) == 3, timeout=10, message="sink accepted"
         )
+        await settled(broker, "s")
         assert (
             broker.metric("broker_filter_dead_letter_count_total", trigger_name="s", outcome="sent")
             == 1
         )
+        # The sink's retries follow the Trigger's delivery, like the subscriber's: no retry of
+        # the 400, then the sink's two 503s, 0.02 s and 0.04 s apart.
+        assert broker.retries(ev.id) == []
+        to_sink = broker.retries(ev.id, dead_letter=True)
+        assert decisions(to_sink) == [
+            (1, 503, RetryWait(0.02, WaitReason.BACKOFF)),
+            (2, 503, RetryWait(0.04, WaitReason.BACKOFF)),
+        ]
+        assert {r.url for r in to_sink} == {dls.url}
+        assert_sent_as_scheduled(dls, ev.id, to_sink)
 
     async def test_without_a_sink_the_event_is_dropped_and_counted(self, harness: Harness) -> None:
         sub = await harness.subscriber(lambda *_: Answer(400))
@@ -928,11 +1037,16 @@ class BrokerContract:
     async def test_kill_9_with_events_in_flight_then_restart_delivers_every_accepted_event(
         self, harness: Harness, tmp_path: Path
     ) -> None:
-        release = asyncio.Event()
+        # Until the restart the subscriber refuses every delivery (503), so the killed process
+        # delivers nothing; only the restarted one can, and it must deliver every event that
+        # was answered 202, also those accepted in the last moments before the kill.
+        restarted = False
+        delivered: set[str] = set()  # answered 2xx by the subscriber, after the restart
 
-        async def gated(_: CloudEvent, __: int) -> Answer:
-            if not release.is_set():
+        def gated(ev: CloudEvent, _: int) -> Answer:
+            if not restarted:
                 return Answer(503)
+            delivered.add(ev.id)
             return Answer(202)
 
         sub = await harness.subscriber(gated)
@@ -949,37 +1063,59 @@ class BrokerContract:
         data_dir = tmp_path / "data"
         port = free_port()
         command = self.broker_command(data_dir, port, triggers)
+        url = f"http://127.0.0.1:{port}/default/default"
+        accepted: list[str] = []
+        unanswered: list[str] = []  # sent when the broker died: may or may not be delivered
+
+        async def keep_sending(lane: int) -> None:
+            """Send one event after another until the broker stops answering."""
+            for i in itertools.count():
+                ev = event(data={"lane": lane, "i": i})
+                try:
+                    status = await harness.send(url, ev)
+                except (aiohttp.ClientError, OSError):
+                    unanswered.append(ev.id)
+                    return
+                assert status == 202, (status, ev.id)
+                accepted.append(ev.id)
+
         proc = subprocess.Popen(
             command, cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         try:
             await asyncio.to_thread(wait_for_port, port, timeout=20)
-            url = f"http://127.0.0.1:{port}/default/default"
-            accepted = []
             for i in range(200):
                 ev = event(data={"i": i})
-                if await harness.send(url, ev) == 202:
-                    accepted.append(ev.id)
+                assert await harness.send(url, ev) == 202
+                accepted.append(ev.id)
             headers, body = to_batch([event(data={"batch": i}) for i in range(50)])
             status, _, _ = await harness.post(url, headers, body)
             assert status == 202
             accepted.extend(e.id for e in json_ids(body))
-            assert len(accepted) == 250
-            await async_wait_until(lambda: len(sub.seen) >= 10, message="deliveries in flight")
+            before_senders = len(accepted)
+            senders = [asyncio.create_task(keep_sending(lane)) for lane in range(4)]
+            await async_wait_until(
+                lambda: len(sub.seen) >= 10 and len(accepted) >= before_senders + 40,
+                message="deliveries in flight while requests keep arriving",
+            )
+            assert not any(task.done() for task in senders), "the senders run into the kill"
             proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=10)
+            await asyncio.to_thread(proc.wait, 10)
+            # Each sender ends on its first request without an answer, so none outlives the kill.
+            await asyncio.wait_for(asyncio.gather(*senders), timeout=30)
         finally:
             if proc.poll() is None:
                 proc.kill()
-        release.set()
+        assert len(unanswered) == len(senders)
+        restarted = True
         proc = subprocess.Popen(
             command, cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         try:
             await async_wait_until(
-                lambda: set(accepted) <= {i for i, n in sub.seen.items()},
+                lambda: set(accepted) <= delivered,
                 timeout=60,
-                message="every accepted event after restart",
+                message="every event answered 202 to be delivered after the restart",
             )
         finally:
             proc.terminate()
@@ -998,4 +1134,3 @@ def agentfn_command() -> list[str]:
 
 
 __all__ = ["BrokerContract", "Harness", "RunningBroker", "agentfn_command", "event", "trigger"]
-_ = (os, time)

@@ -1,4 +1,5 @@
-"""Knative delivery semantics: retryable answers, backoff, Retry-After and ISO 8601 durations."""
+"""Knative delivery semantics: retryable answers, backoff, Retry-After, ISO 8601 durations, and
+the record of scheduled retries."""
 
 from __future__ import annotations
 
@@ -12,15 +13,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from brokers.delivery import (
-    DEFAULT_ATTEMPT_TIMEOUT,
     KNATIVE_DEFAULT_DELIVERY,
     BackoffPolicy,
     DeliveryPolicy,
     Destination,
+    RetryWait,
+    WaitReason,
     is_retryable,
     parse_duration,
     parse_retry_after,
 )
+from brokers.retries import RetryRecord, ScheduledRetry
 
 NOW = datetime(2025, 3, 14, 12, 0, 0, tzinfo=UTC)
 
@@ -143,6 +146,44 @@ def test_wait_before_combines_backoff_and_retry_after(
     policy = DeliveryPolicy(backoff_delay=0.2, retry_after_max=retry_after_max)
 
     assert policy.wait_before(2, retry_after) == pytest.approx(expected)
+
+
+def test_retry_wait_names_the_backoff_for_each_retry() -> None:
+    policy = DeliveryPolicy(backoff_delay=0.2)
+
+    assert [policy.retry_wait(k, None) for k in (1, 2, 3)] == [
+        RetryWait(0.4, WaitReason.BACKOFF),
+        RetryWait(0.8, WaitReason.BACKOFF),
+        RetryWait(1.6, WaitReason.BACKOFF),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "retry_after_max", "expected"),
+    [
+        (1.0, None, RetryWait(1.0, WaitReason.RETRY_AFTER)),
+        (1.0, 5.0, RetryWait(1.0, WaitReason.RETRY_AFTER)),
+        (30.0, 0.5, RetryWait(0.5, WaitReason.RETRY_AFTER_MAX)),
+        (0.1, None, RetryWait(0.4, WaitReason.BACKOFF)),  # shorter than the backoff
+        (0.4, None, RetryWait(0.4, WaitReason.BACKOFF)),  # a tie changes nothing
+        (30.0, 0.3, RetryWait(0.4, WaitReason.BACKOFF)),  # cut below the backoff
+        (30.0, 0.0, RetryWait(0.4, WaitReason.BACKOFF)),
+        (0.5, 0.5, RetryWait(0.5, WaitReason.RETRY_AFTER)),  # at the cap, not cut
+    ],
+)
+def test_retry_wait_says_whether_retry_after_or_its_cap_set_the_wait(
+    retry_after: float, retry_after_max: float | None, expected: RetryWait
+) -> None:
+    # Exponential 0.2 s: the backoff before retry 1 is 0.4 s.
+    policy = DeliveryPolicy(backoff_delay=0.2, retry_after_max=retry_after_max)
+
+    assert policy.retry_wait(1, retry_after) == expected
+    assert policy.wait_before(1, retry_after) == expected.seconds
+
+
+def test_retry_wait_is_immutable() -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        RetryWait(1.0, WaitReason.BACKOFF).seconds = 2.0  # type: ignore[misc]
 
 
 @given(
@@ -320,10 +361,10 @@ def test_delivery_policy_is_immutable() -> None:
         KNATIVE_DEFAULT_DELIVERY.retry = 3  # type: ignore[misc]
 
 
-@pytest.mark.parametrize(
-    ("timeout", "expected"), [(None, DEFAULT_ATTEMPT_TIMEOUT), (2.5, 2.5), (600.0, 600.0)]
-)
-def test_attempt_timeout_falls_back_to_the_default(timeout: float | None, expected: float) -> None:
+@pytest.mark.parametrize(("timeout", "expected"), [(None, 60.0), (2.5, 2.5), (600.0, 600.0)])
+def test_attempt_timeout_falls_back_to_the_documented_60_seconds(
+    timeout: float | None, expected: float
+) -> None:
     assert DeliveryPolicy(timeout=timeout).attempt_timeout == expected
 
 
@@ -372,3 +413,41 @@ def test_destination_needs_a_uri_or_a_ref() -> None:
 )
 def test_destination_describe(destination: Destination, described: str) -> None:
     assert destination.describe() == described
+
+
+# --- RetryRecord ----------------------------------------------------------------------------
+
+
+def _scheduled(event_id: str, retry: int, *, dead_letter: bool = False) -> ScheduledRetry:
+    return ScheduledRetry(
+        trigger="default/t",
+        event_id=event_id,
+        url="http://127.0.0.1:1/",
+        dead_letter=dead_letter,
+        retry=retry,
+        status=503,
+        wait=RetryWait(0.25, WaitReason.BACKOFF),
+        at=10.0,
+    )
+
+
+def test_retry_record_keeps_the_latest_decisions_per_event_and_destination() -> None:
+    record = RetryRecord(limit=3)
+    decisions = [
+        _scheduled("a", 1),
+        _scheduled("b", 1),
+        _scheduled("a", 2),
+        _scheduled("a", 1, dead_letter=True),
+    ]
+    for decision in decisions:
+        record.retry_scheduled(decision)
+
+    assert list(record) == decisions[1:]  # bounded: the oldest went
+    assert record.of("a") == [decisions[2]]
+    assert record.of("a", dead_letter=True) == [decisions[3]]
+    assert decisions[0].due == 10.25
+
+
+def test_retry_record_needs_room_for_one() -> None:
+    with pytest.raises(ValueError, match="limit: must be >= 1"):
+        RetryRecord(limit=0)
