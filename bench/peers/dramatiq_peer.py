@@ -25,6 +25,8 @@ from bench._harness.work import ATTEMPT_LUA, RECORD_LUA, run_sync
 
 QUEUE: Final = "bench"
 ACTORS: Final = ("bench_a", "bench_b", "bench_c")
+#: The most Dramatiq's jitter stretches a wait, as a multiple of nominal (always on, fixed).
+MAX_JITTER: Final = 2
 
 
 def make_broker(redis_url: str, workload: Workload | None = None) -> Any:

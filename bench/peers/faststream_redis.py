@@ -32,6 +32,11 @@ MAX_WORKERS: Final = 16
 BATCH: Final = 64
 
 
+def reclaim_ms(workload: Workload) -> int:
+    """The reclaiming subscriber's ``min_idle_time``: the nominal first wait, ``base * 2``."""
+    return int(workload.backoff_s * 2 * 1000)
+
+
 def make_app(redis_url: str, workload: Workload) -> tuple[Any, Any]:
     from faststream import AckPolicy, FastStream
     from faststream.redis import RedisBroker, StreamSub
@@ -41,7 +46,7 @@ def make_app(redis_url: str, workload: Workload) -> tuple[Any, Any]:
     client = Redis.from_url(redis_url)
     record, attempt = client.register_script(RECORD_LUA), client.register_script(ATTEMPT_LUA)
     consumer = f"worker-{os.getpid()}"
-    reclaim_ms = int(workload.backoff_s * 2 * 1000)
+    idle_ms = reclaim_ms(workload)
 
     def make(index: int) -> None:
         following = STREAMS[index + 1] if index + 1 < len(STREAMS) else None
@@ -63,8 +68,8 @@ def make_app(redis_url: str, workload: Workload) -> tuple[Any, Any]:
                 STREAMS[index],
                 group=GROUP,
                 consumer=consumer,
-                min_idle_time=reclaim_ms,
-                polling_interval=max(10, reclaim_ms // 4),
+                min_idle_time=idle_ms,
+                polling_interval=max(10, idle_ms // 4),
             ),
             ack_policy=AckPolicy.NACK_ON_ERROR,
         )(hop)
