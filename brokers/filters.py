@@ -8,14 +8,17 @@ Two dialects, as in Knative Eventing:
   ``exact``, ``prefix``, ``suffix`` (each exactly one attribute), ``all``, ``any``, ``not`` and
   ``cesql``. An attribute that is absent never matches.
 
-Attribute values are compared in their canonical string form (``true``/``false`` for
-booleans), which is how they travel in binary mode.
+Attribute values are compared in their canonical string form (:func:`events.attribute_text`:
+``true``/``false`` for booleans), which is how they travel in binary mode and how an agent's
+handler filters compare them too.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
+
+from events import attribute_text
 
 __all__ = ["ExpressionCompiler", "TriggerFilter", "compile_filter", "match_all"]
 
@@ -36,9 +39,10 @@ def match_all(_: Attributes) -> bool:
 def _text(value: object) -> str:
     if value is None:  # `source:` with no value in YAML: Knative reads it as "", any value
         return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
+    try:
+        return attribute_text(value)  # a YAML `true` is "true", never "True"
+    except TypeError:
+        return str(value)  # a YAML float or date in filter.attributes, compared as written
 
 
 def _attribute_filter(expected: Mapping[str, Any]) -> TriggerFilter:

@@ -8,14 +8,17 @@ from events._catalog import EventCatalog, UnknownEventTypeError
 from events._errors import InvalidEventError
 from events._event import CloudEvent, is_json_media_type, is_text_media_type
 from events._ids import new_event_id
-from events._validation import SPEC_VERSION, AttributeValue, validate_attributes
+from events._validation import SPEC_VERSION, AttributeValue, attribute_text, validate_attributes
 from events.http import (
     ContentMode,
+    DeliveryFormat,
     UnsupportedContentModeError,
     content_mode,
     from_http,
+    needs_structured,
     to_batch,
     to_binary,
+    to_http,
     to_structured,
 )
 from events.kafka import KafkaRecord, from_kafka, to_kafka, to_kafka_structured
@@ -25,20 +28,24 @@ __all__ = [
     "AttributeValue",
     "CloudEvent",
     "ContentMode",
+    "DeliveryFormat",
     "EventCatalog",
     "InvalidEventError",
     "KafkaRecord",
     "UnknownEventTypeError",
     "UnsupportedContentModeError",
+    "attribute_text",
     "content_mode",
     "extensions",
     "from_http",
     "from_kafka",
     "is_json_media_type",
     "is_text_media_type",
+    "needs_structured",
     "new_event_id",
     "to_batch",
     "to_binary",
+    "to_http",
     "to_kafka",
     "to_kafka_structured",
     "to_structured",

@@ -7,6 +7,7 @@ is known here; the HTTP and Kafka bindings call in after they have decoded their
 
 from __future__ import annotations
 
+import base64
 import calendar
 import re
 from collections.abc import Mapping
@@ -20,6 +21,7 @@ __all__ = [
     "REQUIRED_ATTRIBUTES",
     "SPEC_VERSION",
     "AttributeValue",
+    "attribute_text",
     "check_attributes",
     "format_timestamp",
     "is_uri",
@@ -109,6 +111,29 @@ def format_timestamp(moment: datetime) -> str:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def attribute_text(value: object) -> str:
+    """The canonical string of an attribute value, as the bindings write it and filters compare.
+
+    The CloudEvents type system gives each type one string form: Boolean ``true``/``false``,
+    Integer in decimal, Timestamp in RFC 3339 (a ``datetime`` is written in UTC with ``Z``),
+    Binary in base64 (RFC 4648), String, URI and URI-reference as they are. Every comparison of
+    an attribute with text goes through here, so an event matches the same filter whether its
+    Boolean arrived as JSON ``true`` (structured mode, in process) or as the header ``true``.
+    """
+    if isinstance(value, str):
+        return value
+    # bool first: it is a subclass of int, and str(True) is "True".
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, datetime):
+        return format_timestamp(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return base64.b64encode(value).decode("ascii")
+    raise TypeError(f"a {type(value).__name__} is not a CloudEvents attribute value")
 
 
 def _require_string(name: str, value: object) -> str:

@@ -3,7 +3,15 @@
 No HTTP client or server is imported: callers hand in the request's headers and body and get
 events back, or hand in events and get headers and a body to send. Header values are ``str`` as
 servers decode them (ISO-8859-1, byte for byte) or raw ``bytes``; either way the binding undoes
-the percent-encoding of section 3.1.3.2 and requires UTF-8 underneath.
+the percent-encoding of section 3.1.3.2 and requires UTF-8 underneath. Reading is lenient: a
+``%`` that starts no escape (``100% done``) stays as it is.
+
+Writing picks the content mode with :func:`to_http`. Section 3.1.3.2 requires a binary-mode
+header value to percent-encode space, ``"``, ``%`` and everything outside printable ASCII, and
+the JavaScript, Go and Java SDKs do not decode it: their users would read ``orders/42%20shipped``.
+So an event with such a string goes in structured mode, whose JSON carries any string exactly,
+and every other event in binary mode; a Knative ``delivery.format`` (:class:`DeliveryFormat`)
+forces one mode.
 """
 
 from __future__ import annotations
@@ -19,12 +27,13 @@ from urllib.parse import unquote_to_bytes
 
 from events._errors import InvalidEventError
 from events._event import CloudEvent, is_json_media_type, is_text_media_type
-from events._validation import AttributeValue, validate_attributes
+from events._validation import AttributeValue, attribute_text, validate_attributes
 
 __all__ = [
     "BATCH_CONTENT_TYPE",
     "STRUCTURED_CONTENT_TYPE",
     "ContentMode",
+    "DeliveryFormat",
     "UnsupportedContentModeError",
     "content_mode",
     "decode_data",
@@ -32,8 +41,11 @@ __all__ = [
     "event_from_json",
     "event_to_json",
     "from_http",
+    "header_safe",
+    "needs_structured",
     "to_batch",
     "to_binary",
+    "to_http",
     "to_structured",
 ]
 
@@ -49,12 +61,27 @@ class ContentMode(StrEnum):
     BATCH = "batch"
 
 
+class DeliveryFormat(StrEnum):
+    """Knative's ``delivery.format``: the content mode a sender must use when it is set."""
+
+    JSON = "json"  # structured mode, JSON event format
+    BINARY = "binary"
+
+
 class UnsupportedContentModeError(InvalidEventError):
-    """The message is no CloudEvent in any mode this binding reads (HTTP 415, not 400)."""
+    """The message is no CloudEvent in any mode this binding reads.
+
+    Still a 400: Knative's data plane answers 400 to any request it cannot parse as an event.
+    """
 
 
 # Characters the binding sends as they are: printable ASCII less space, '"' and '%'.
 _SAFE_HEADER_VALUE = re.compile(r"[\x21\x23\x24\x26-\x7e]*")
+
+
+def header_safe(text: str) -> bool:
+    """Whether ``text`` goes in a binary-mode header as it is, without percent-encoding."""
+    return _SAFE_HEADER_VALUE.fullmatch(text) is not None
 
 
 def _percent_encode(value: str) -> str:
@@ -232,15 +259,41 @@ def from_http(headers: Headers, body: bytes) -> list[CloudEvent]:
     return events
 
 
+def needs_structured(event: CloudEvent) -> bool:
+    """Whether a binary-mode header of ``event`` would need percent-encoding (section 3.1.3.2).
+
+    ``datacontenttype`` is not looked at: it travels as ``Content-Type``, never encoded, and a
+    valid media type is printable ASCII.
+    """
+    for name, value in event.attributes.items():
+        if isinstance(value, str) and name != "datacontenttype" and not header_safe(value):
+            return True
+    return False
+
+
+def to_http(
+    event: CloudEvent, format: DeliveryFormat | None = None
+) -> tuple[dict[str, str], bytes]:
+    """Headers and body of ``event`` in the content mode every sender here uses.
+
+    ``format`` is Knative's ``delivery.format``: ``json`` always structured, ``binary`` always
+    binary (percent-encoded as the binding requires). Unset, an event whose strings would need
+    percent-encoding goes structured, so receivers that never decode read them intact, and
+    any other event goes binary.
+    """
+    if format is DeliveryFormat.JSON or (format is None and needs_structured(event)):
+        return to_structured(event)
+    return to_binary(event)
+
+
 def to_binary(event: CloudEvent) -> tuple[dict[str, str], bytes]:
-    """Headers and body of ``event`` in binary content mode."""
+    """Headers and body of ``event`` in binary content mode (values percent-encoded, 3.1.3.2)."""
     headers: dict[str, str] = {}
     content_type = event.datacontenttype
     for name, value in event.attributes.items():
         if name == "datacontenttype":
             continue
-        text = ("true" if value else "false") if isinstance(value, bool) else str(value)
-        headers["ce-" + name] = _percent_encode(text)
+        headers["ce-" + name] = _percent_encode(attribute_text(value))
     data = event.data
     if content_type is not None:
         headers["content-type"] = content_type

@@ -16,7 +16,7 @@ from typing import Final
 
 from events._errors import InvalidEventError
 from events._event import CloudEvent
-from events._validation import validate_attributes
+from events._validation import attribute_text, validate_attributes
 from events.extensions import PARTITION_KEY
 from events.http import (
     STRUCTURED_CONTENT_TYPE,
@@ -66,8 +66,8 @@ def to_kafka(event: CloudEvent) -> KafkaRecord:
     for name, value in event.attributes.items():
         if name == "datacontenttype":
             continue
-        text = ("true" if value else "false") if isinstance(value, bool) else str(value)
-        headers.append((_CE_PREFIX + name, text.encode("utf-8")))
+        # Kafka headers are bytes: UTF-8 of the canonical string, no percent-encoding (3.2.3).
+        headers.append((_CE_PREFIX + name, attribute_text(value).encode("utf-8")))
     content_type = event.datacontenttype
     if content_type is None and event.data is not None and not isinstance(event.data, bytes | str):
         content_type = "application/json"
@@ -78,7 +78,7 @@ def to_kafka(event: CloudEvent) -> KafkaRecord:
     return KafkaRecord(
         value=payload,
         headers=tuple(headers),
-        key=None if key is None else str(key).encode("utf-8"),
+        key=None if key is None else attribute_text(key).encode("utf-8"),
     )
 
 
@@ -89,7 +89,7 @@ def to_kafka_structured(event: CloudEvent) -> KafkaRecord:
     return KafkaRecord(
         value=body.encode("utf-8"),
         headers=((_CONTENT_TYPE, STRUCTURED_CONTENT_TYPE.encode("ascii")),),
-        key=None if key is None else str(key).encode("utf-8"),
+        key=None if key is None else attribute_text(key).encode("utf-8"),
     )
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from events import attribute_text
 from functions._hints import Delivery, Resources, Scaling
 
 __all__ = ["AgentSpec", "HandlerSpec"]
@@ -33,10 +34,14 @@ class HandlerSpec:
     retry_on: tuple[type[BaseException], ...] = ()
 
     def matches(self, attributes: Mapping[str, object]) -> bool:
-        """Whether an event with ``attributes`` passes this handler's attribute filters."""
+        """Whether an event with ``attributes`` passes this handler's attribute filters.
+
+        Values compare in their canonical text, as the Trigger's filter compares them: an
+        in-process Boolean extension is ``"true"``, never Python's ``"True"``.
+        """
         for name, expected in self.filters.items():
             value = attributes.get(name)
-            if value is None or str(value) != expected:
+            if value is None or attribute_text(value) != expected:
                 return False
         return True
 
