@@ -241,7 +241,11 @@ class TriggerDispatcher:
         async with self._limits.subscriber_slots(url), self._limits.global_slots():
             started = time.perf_counter()
             attempt = await self._sender.send(
-                url, event, timeout=self.policy.attempt_timeout, expect_reply=expect_reply
+                url,
+                event,
+                timeout=self.policy.attempt_timeout,
+                expect_reply=expect_reply,
+                format=self.policy.format,
             )
         self._latency.observe((time.perf_counter() - started) * 1000)
         counter = self._by_code.get(attempt.status)

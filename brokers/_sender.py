@@ -14,7 +14,7 @@ import aiohttp
 from brokers._http1 import Http1Pool, RequestFailedError
 from brokers.delivery import parse_retry_after
 from brokers.inprocess import LocalSubscriber, origin_of
-from events import CloudEvent, InvalidEventError, from_http, to_binary
+from events import CloudEvent, DeliveryFormat, InvalidEventError, from_http, to_http
 
 __all__ = ["Attempt", "Sender"]
 
@@ -81,9 +81,16 @@ class Sender:
         return self._targets[url]
 
     async def send(
-        self, url: str, event: CloudEvent, *, timeout: float, expect_reply: bool = True
+        self,
+        url: str,
+        event: CloudEvent,
+        *,
+        timeout: float,
+        expect_reply: bool = True,
+        format: DeliveryFormat | None = None,
     ) -> Attempt:
-        """Deliver ``event``: a call to an in-process subscriber, else a POST in binary mode;
+        """Deliver ``event``: a call to an in-process subscriber, else a POST in the content mode
+        ``format`` (the Trigger's ``delivery.format``) sets or :func:`events.to_http` picks;
         read the answer, and a reply event if there is one."""
         assert self._session is not None, "start() the sender first"
         if self._local:
@@ -92,7 +99,7 @@ class Sender:
             local = self._local_by_url[url]
             if local is not None:
                 return await self._call(local, url, event, timeout)
-        headers, body = to_binary(event)
+        headers, body = to_http(event, format)
         if expect_reply:
             headers["prefer"] = "reply"
         plain = self._plain_http(url)

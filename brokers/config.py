@@ -23,6 +23,7 @@ from brokers.delivery import (
     parse_duration,
 )
 from brokers.filters import TriggerFilter, compile_filter
+from events import DeliveryFormat
 
 __all__ = [
     "DEFAULT_BROKER",
@@ -129,12 +130,32 @@ def _duration(raw: Mapping[str, Any], key: str, where: str) -> float:
         raise ConfigError(str(error)) from None
 
 
+def _format(raw: Any, where: str) -> DeliveryFormat | None:
+    """Knative's ``delivery.format``: ``json`` (structured), ``binary``, or unset."""
+    if raw is None:
+        return None
+    try:
+        return DeliveryFormat(raw)
+    except ValueError:
+        raise ConfigError(
+            f"{where}.format: {raw!r} is not json (structured mode) or binary"
+        ) from None
+
+
 def _delivery(raw: Any, where: str) -> DeliveryPolicy | None:
     if raw is None:
         return None
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where}: must be an object")
-    known = {"retry", "backoffPolicy", "backoffDelay", "timeout", "retryAfterMax", "deadLetterSink"}
+    known = {
+        "retry",
+        "backoffPolicy",
+        "backoffDelay",
+        "timeout",
+        "retryAfterMax",
+        "deadLetterSink",
+        "format",
+    }
     unknown = set(raw) - known
     if unknown:
         raise ConfigError(f"{where}: unknown field(s) {sorted(unknown)}")
@@ -151,6 +172,7 @@ def _delivery(raw: Any, where: str) -> DeliveryPolicy | None:
             ) from None
         sink = raw.get("deadLetterSink")
         return DeliveryPolicy(
+            format=_format(raw.get("format"), where),
             retry=retry,
             backoff_policy=backoff_policy,
             backoff_delay=_duration(raw, "backoffDelay", where)

@@ -1,7 +1,8 @@
 """Knative delivery semantics: which answers are retried, and when the next attempt is due.
 
 :class:`DeliveryPolicy` maps one-to-one onto Knative's ``delivery`` spec (``retry``,
-``backoffPolicy``, ``backoffDelay``, ``timeout``, ``retryAfterMax``, ``deadLetterSink``).
+``backoffPolicy``, ``backoffDelay``, ``timeout``, ``retryAfterMax``, ``deadLetterSink``,
+``format``).
 
 Backoff formula. Knative's Kafka Broker waits ``backoffDelay * 2**k`` before retry ``k``
 (k = 1, 2, ...), its channel-based broker ``backoffDelay * 2**(k-1)``. We follow the Kafka
@@ -21,6 +22,8 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from typing import Final
+
+from events import DeliveryFormat
 
 __all__ = [
     "DEFAULT_ATTEMPT_TIMEOUT",
@@ -129,6 +132,9 @@ class DeliveryPolicy:
     timeout: float | None = None
     retry_after_max: float | None = None
     dead_letter_sink: Destination | None = None
+    #: ``delivery.format``: the content mode of every delivery, dead letters included; ``None``
+    #: (unset) lets :func:`events.http.to_http` choose per event.
+    format: DeliveryFormat | None = None
 
     def __post_init__(self) -> None:
         if self.retry < 0:
@@ -139,6 +145,8 @@ class DeliveryPolicy:
             raise ValueError("delivery.timeout: must be > 0")
         if self.retry_after_max is not None and self.retry_after_max < 0:
             raise ValueError("delivery.retryAfterMax: must be >= 0")
+        if self.format is not None and not isinstance(self.format, DeliveryFormat):
+            raise ValueError(f"delivery.format: {self.format!r} is not json or binary")
 
     @property
     def attempt_timeout(self) -> float:

@@ -3,9 +3,11 @@
 ``POST`` (any path) carries one CloudEvent; the answer is
 
 =====  ===============================================================================
-200    the reply CloudEvent, binary mode
+200    the reply CloudEvent: binary mode, or structured when a string attribute would
+       need percent-encoding in a header (:func:`events.to_http`)
 202    handled, no reply (or the emitted events were published to the broker)
-400    not a valid CloudEvent, a batch of several, or no handler consumes its type
+400    not a valid CloudEvent (or none at all), a batch of several, or no handler
+       consumes its type
 409    a duplicate of an event still being handled (``Retry-After``: the lease left)
 413    body too large
 422    the payload fails the handler's input model (JSON list of the errors)
@@ -28,13 +30,11 @@ import hashlib
 import json
 import logging
 import math
-import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
-from urllib.parse import quote
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -45,11 +45,15 @@ from events import (
     SPEC_VERSION,
     CloudEvent,
     InvalidEventError,
+    attribute_text,
     extensions,
     from_http,
+    needs_structured,
     new_event_id,
     to_binary,
+    to_http,
 )
+from events.http import header_safe
 from functions._breaker import BreakerPolicy, CircuitBreakers, RedisBreakerStore
 from functions._context import Context
 from functions._errors import CircuitOpenError, RetryableError, StoreUnavailableError
@@ -93,9 +97,6 @@ _PUBLISHED_NAMESPACE: Final = uuid.UUID("a7f3c1d4-2b8e-4c55-8f0e-5d9b1e4c7a21")
 # Outcome stored for "handled, no reply"; a reply is stored as the answer itself (see
 # _encode_outcome), so a duplicate is answered byte for byte without parsing an event.
 _NO_REPLY: Final = b""
-# What the HTTP binding sends unencoded: printable ASCII less space, '"' and '%'.
-_SAFE_HEADER: Final = re.compile(r"[\x21\x23\x24\x26-\x7e]*")
-_SAFE_CHARS: Final = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '"%')
 
 
 def _json_response(status: int, body: dict[str, Any], *extra: tuple[bytes, bytes]) -> Response:
@@ -107,16 +108,10 @@ def _retry_after_header(seconds: float) -> tuple[bytes, bytes]:
     return b"retry-after", str(max(1, math.ceil(seconds))).encode()
 
 
-def _binary_response(event: CloudEvent) -> Response:
-    headers, body = to_binary(event)
+def _event_response(event: CloudEvent) -> Response:
+    """The 200 answer carrying ``event`` in the content mode every writer here picks."""
+    headers, body = to_http(event)
     return 200, [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()], body
-
-
-def _header_value(text: str) -> bytes:
-    """An attribute value as the binary-mode header value (percent-encoded where needed)."""
-    if _SAFE_HEADER.fullmatch(text):
-        return text.encode("ascii")
-    return quote(text, safe=_SAFE_CHARS).encode("ascii")
 
 
 def _encode_outcome(answer: Response) -> bytes:
@@ -507,7 +502,7 @@ class AgentApp:
         if isinstance(result, BaseModel):
             return self._reply(ctx, result)
         if isinstance(result, CloudEvent):
-            return _binary_response(self.outgoing(ctx, result))
+            return _event_response(self.outgoing(ctx, result))
         if isinstance(result, list | tuple):
             # Sequence numbers continue after those of ctx.publish calls.
             first = ctx._published
@@ -581,17 +576,23 @@ class AgentApp:
 
         The same event :meth:`outgoing` would build, without a second validation of what is
         valid by construction: type and source were checked when the agent was declared, the
-        chain id and trace context come from a validated event or are minted here.
+        chain id and trace context come from a validated event or are minted here. A value
+        binary mode would percent-encode sends the reply structured instead, built as
+        :meth:`outgoing` builds it: the rule of :func:`events.to_http`, which SDKs that never
+        percent-decode (JavaScript, Go, Java) read intact.
         """
-        headers = list(self._reply_headers[_emitted_type(ctx.handler, payload, None)])
-        headers.append((b"ce-id", new_event_id().encode()))
-        headers.append((b"ce-time", _now().encode()))
-        headers.append((_CHAIN_HEADER, _header_value(ctx.chain_id)))
-        for name, value in ctx.trace_carrier().items():
-            headers.append((b"ce-" + name.encode(), _header_value(value)))
+        static = self._reply_headers[_emitted_type(ctx.handler, payload, None)]
+        carried = [(_CHAIN_HEADER, ctx.chain_id)]
+        carried.extend((b"ce-" + name.encode(), v) for name, v in ctx.trace_carrier().items())
         ttl = ctx.event.attributes.get(extensions.KNATIVE_BROKER_TTL)
         if ttl is not None:
-            headers.append((_TTL_HEADER, _header_value(str(ttl))))
+            carried.append((_TTL_HEADER, attribute_text(ttl)))
+        if static is None or not all(header_safe(value) for _, value in carried):
+            return _event_response(self.outgoing(ctx, payload))
+        headers = list(static)
+        headers.append((b"ce-id", new_event_id().encode()))
+        headers.append((b"ce-time", _now().encode()))
+        headers.extend((name, value.encode("ascii")) for name, value in carried)
         return 200, headers, payload.__pydantic_serializer__.to_json(payload)
 
     async def _release(self, store: IdempotencyStore, key: str, token: str) -> None:
@@ -655,8 +656,9 @@ def _emitted_type(handler: HandlerSpec, payload: object, event_type: str | None)
     return event_type
 
 
-def _static_reply_headers(event_type: str, source: str) -> tuple[tuple[bytes, bytes], ...]:
-    """The headers every reply of ``event_type`` shares, encoded by the HTTP binding itself."""
+def _static_reply_headers(event_type: str, source: str) -> tuple[tuple[bytes, bytes], ...] | None:
+    """The headers every reply of ``event_type`` shares, encoded by the HTTP binding itself;
+    ``None`` when they would need percent-encoding (every such reply goes structured)."""
     template = CloudEvent(
         {
             "specversion": SPEC_VERSION,
@@ -666,6 +668,8 @@ def _static_reply_headers(event_type: str, source: str) -> tuple[tuple[bytes, by
             "datacontenttype": _JSON_MEDIA,
         },
     )
+    if needs_structured(template):
+        return None
     headers, _ = to_binary(template)
     return tuple(
         (name.encode("latin-1"), value.encode("latin-1"))

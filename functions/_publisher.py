@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from events import CloudEvent, to_binary
+from events import CloudEvent, to_http
 from functions._breaker import CircuitBreakers
 from functions._errors import PublishError, UnavailableError
 
@@ -96,7 +96,11 @@ class Publisher(Protocol):
 
 
 class HttpPublisher:
-    """POSTs events in binary mode to a broker ingress (``http://host/<ns>/<broker>``).
+    """POSTs events to a broker ingress (``http://host/<ns>/<broker>``).
+
+    Binary mode, or structured where a string would need percent-encoding in a header
+    (:func:`events.to_http`): Knative's own ingress does not decode it, and would store the
+    ``%20`` for every consumer to read.
 
     The broker answering 2xx means it holds the event. 404/408/409/429, 5xx and unreachable
     raise :class:`UnavailableError` (the handler answers 503 and is retried); another 4xx
@@ -112,7 +116,7 @@ class HttpPublisher:
     async def publish(self, event: CloudEvent) -> None:
         import aiohttp  # noqa: PLC0415 - see the module docstring
 
-        headers, body = to_binary(event)
+        headers, body = to_http(event)
         async with self._breakers.guard(self._destination):
             try:
                 async with self._sessions.get().post(self.url, data=body, headers=headers) as reply:

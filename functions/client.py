@@ -6,7 +6,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 
-from events import CloudEvent, InvalidEventError, from_http, to_binary, to_structured
+from events import CloudEvent, DeliveryFormat, InvalidEventError, from_http, to_http
 
 __all__ = ["SendResult", "send_event"]
 
@@ -23,14 +23,16 @@ class SendResult:
 
 
 def send_event(
-    url: str, event: CloudEvent, *, structured: bool = False, timeout: float = 10.0
+    url: str, event: CloudEvent, *, format: DeliveryFormat | None = None, timeout: float = 10.0
 ) -> SendResult:
-    """POST ``event`` to ``url`` (binary mode unless ``structured``) and read the answer.
+    """POST ``event`` to ``url`` and read the answer.
 
+    ``format`` forces structured (``json``) or binary mode; unset, :func:`events.to_http`
+    picks: binary, or structured where a string would need percent-encoding in a header.
     A 2xx answer that carries a CloudEvent is parsed into ``reply``; one that carries something
     else sets ``reply_error``. Connection failures raise ``OSError`` (``URLError``).
     """
-    headers, body = to_structured(event) if structured else to_binary(event)
+    headers, body = to_http(event, format)
     request = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from events import CloudEvent, InvalidEventError
+from events import CloudEvent, DeliveryFormat, InvalidEventError
 from functions.client import send_event
 
 console = Console()
@@ -52,11 +52,17 @@ def send(
         str | None, typer.Option("--id", help="Event id (default: a new UUIDv7)")
     ] = None,
     structured: Annotated[
-        bool, typer.Option("--structured", help="Send in structured mode instead of binary")
-    ] = False,
+        bool | None,
+        typer.Option(
+            "--structured/--binary",
+            help="Force structured or binary mode (default: binary, structured when a string "
+            "attribute would need percent-encoding in a header)",
+            show_default=False,
+        ),
+    ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the answer")] = 10.0,
 ) -> None:
-    """POST one CloudEvent (binary mode by default) and print the status and any reply event."""
+    """POST one CloudEvent and print the status and any reply event."""
     attributes: dict[str, object] = dict(_parse_extensions(extension or []))
     if event_id is not None:
         attributes["id"] = event_id
@@ -64,8 +70,9 @@ def send(
         event = CloudEvent.new(event_type, source, _parse_data(data), **attributes)
     except InvalidEventError as error:
         raise typer.BadParameter(str(error)) from None
+    chosen = {None: None, True: DeliveryFormat.JSON, False: DeliveryFormat.BINARY}[structured]
     try:
-        result = send_event(url, event, structured=structured, timeout=timeout)
+        result = send_event(url, event, format=chosen, timeout=timeout)
     except OSError as error:
         console.print(f"[red]could not reach {url}: {error}[/red]")
         raise typer.Exit(2) from None

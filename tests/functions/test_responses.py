@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -12,7 +13,8 @@ import httpx
 import pytest
 from pydantic import BaseModel, Field
 
-from events import CloudEvent, extensions
+from events import CloudEvent, extensions, from_http
+from events.http import STRUCTURED_CONTENT_TYPE
 from functions import Agent, AgentApp, Context, Delivery, RetryableError, Settings
 from tests.functions._support import asgi_client, binary, event, post, reply_of, structured
 
@@ -147,8 +149,16 @@ async def test_the_first_agent_mints_a_chain_id_from_the_event_and_later_agents_
     chain = first.attributes[extensions.CHAIN_ID]
     assert chain
     assert chain != again.attributes[extensions.CHAIN_ID]
-    carried = reply_of(await post(client, event("t.sum", {"values": [1]}, agentfnchainid="run 7")))
-    assert carried.attributes[extensions.CHAIN_ID] == "run 7"  # percent-encoded and back
+    # A chain id binary mode would percent-encode: the reply goes structured, its JSON body
+    # carrying the id exactly for SDKs that never percent-decode a header.
+    response = await post(client, event("t.sum", {"values": [1]}, agentfnchainid="run 7"))
+    assert response.status_code == 200
+    assert response.headers["content-type"] == STRUCTURED_CONTENT_TYPE
+    assert "ce-id" not in response.headers
+    assert json.loads(response.content)[extensions.CHAIN_ID] == "run 7"
+    (carried,) = from_http(list(response.headers.items()), response.content)
+    assert carried.attributes[extensions.CHAIN_ID] == "run 7"
+    assert carried.data == {"total": 1, "count": 1}
 
 
 async def test_trace_context_and_broker_ttl_are_carried_onto_the_reply(
