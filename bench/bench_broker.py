@@ -5,7 +5,9 @@ broker (``agentfn broker``), and a trivial subscriber. Reports events/s end to e
 until the subscriber has counted every event) and the subscriber-side latency p50/p99, next to
 the floor: the same load posted straight to the subscriber (no broker hop).
 
-Run: ``python bench/bench_broker.py [--events N] [--concurrency C] [--no-fsync]``.
+Writes every case, the floor's included, and the ratios to ``bench/results/bench_broker.json``
+(``--json`` elsewhere). Run: ``python bench/bench_broker.py [--events N] [--concurrency C]
+[--no-fsync]``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -25,6 +26,7 @@ import aiohttp
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench._harness import report  # noqa: E402
 from bench._harness.http import binary_headers  # noqa: E402
 from brokers._http1 import Http1Pool  # noqa: E402
 from tests._servers import free_port, wait_for_port  # noqa: E402
@@ -135,7 +137,12 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=20000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--no-fsync", action="store_true")
-    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=report.script_result_path("bench_broker"),
+        help="write the results here (default: %(default)s)",
+    )
     args = parser.parse_args()
     sub_port, broker_port = free_port(), free_port()
     data_dir = tempfile.mkdtemp(prefix="agentfn-bench-")
@@ -213,12 +220,31 @@ def main() -> None:
         print("latency at half the broker's measured maximum (open loop, 5 s)")
         for r in paced:
             print(f"{r['case']:40} {r['p50_ms']:8.2f} ms p50 {r['p99_ms']:8.2f} ms p99")
+        floor_best = max(r["end_to_end_eps"] for r in results if r["case"].startswith("floor"))
+        paced_floor, paced_broker = paced
+        summary = {
+            "broker_eps": best,
+            "floor_eps": floor_best,
+            "broker_over_floor": best / floor_best,
+            "paced_rate": best / 2,
+            "paced_broker_p50_ms": paced_broker["p50_ms"],
+            "paced_broker_p99_ms": paced_broker["p99_ms"],
+            "paced_floor_p50_ms": paced_floor["p50_ms"],
+            "paced_floor_p99_ms": paced_floor["p99_ms"],
+        }
         results.extend(paced)
-        if args.json:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(
-                json.dumps({"cpu_count": os.cpu_count(), "results": results}, indent=2)
-            )
+        path = report.write_script(
+            "bench_broker",
+            {
+                "events": args.events,
+                "concurrency": args.concurrency,
+                "fsync": not args.no_fsync,
+                "best_of": 2,
+            },
+            {"summary": summary, "results": results},
+            args.json,
+        )
+        print(f"wrote {path}")
     finally:
         for proc in procs:
             proc.terminate()

@@ -9,7 +9,8 @@ For a handful of typical Trigger filters, prints ns per operation for
 
 and, as a floor, a hand-written Python predicate equivalent to the first filter.
 
-Run: ``python bench/bench_cesql.py [--repeat R]``.
+Every timing, the floor's included, goes to ``bench/results/bench_cesql.json`` (``--json``
+elsewhere). Run: ``python bench/bench_cesql.py [--repeat R]``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench._harness import report  # noqa: E402
 from brokers import cesql  # noqa: E402
 from brokers.cesql._expression import CompiledExpression  # noqa: E402
 
@@ -73,7 +75,15 @@ def _cold(expression: str) -> Callable[[], object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5, help="timing runs; the best is shown")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=report.script_result_path("bench_cesql"),
+        help="write the results here (default: %(default)s)",
+    )
     args = parser.parse_args()
+    rows: list[dict[str, object]] = []
+    first_matches = 0.0
 
     print(f"Python {sys.version.split()[0]}, best of {args.repeat}, ns per operation\n")
     header = f"{'matches':>9} {'evaluate':>9} {'eval(str)':>9} {'cold':>9}  expression"
@@ -90,8 +100,30 @@ def main() -> None:
             _ns_per_op(_cold(expression), args.repeat),
         ]
         print(" ".join(f"{t:9.0f}" for t in timings), "", expression)
+        matches, evaluate, evaluate_str, cold = timings
+        first_matches = first_matches or matches
+        rows.append(
+            {
+                "expression": expression,
+                "matches_ns": matches,
+                "evaluate_ns": evaluate,
+                "evaluate_str_ns": evaluate_str,
+                "cold_ns": cold,
+            }
+        )
     floor = _ns_per_op(partial(_floor, EVENT), args.repeat)
     print(f"{floor:9.0f} {'':9} {'':9} {'':9}  hand-written Python predicate for the first filter")
+    path = report.write_script(
+        "bench_cesql",
+        {"repeat": args.repeat},
+        {
+            "expressions": rows,
+            "floor": {"predicate": "hand-written Python for the first filter", "ns": floor},
+            "first_matches_over_floor": first_matches / floor,
+        },
+        args.json,
+    )
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -6,8 +6,10 @@ keep-alive connections, every event a fresh id, so each one is claimed and compl
 ``plain ASGI`` row is the floor: a raw ASGI app doing the same CloudEvent work by hand (parse,
 build the reply, answer binary mode) with no runtime at all.
 
-Run: ``python bench/bench_idempotency.py [--events N] [--concurrency 1,16] [--rounds R]``
-(about 30-50 s).
+Writes every cell (the plain floor's included) and its ratio to the floor to
+``bench/results/bench_idempotency.json`` (``--json`` elsewhere). Run:
+``python bench/bench_idempotency.py [--events N] [--concurrency 1,16] [--rounds R]`` (about
+30-50 s).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench._harness import report  # noqa: E402
 from bench._harness.http import binary_headers  # noqa: E402
 from brokers._http1 import Http1Pool  # noqa: E402
 from tests._servers import free_port, redis_server, wait_for_port  # noqa: E402
@@ -146,6 +149,12 @@ def main() -> None:
     parser.add_argument("--serve", choices=MODES)
     parser.add_argument("--port", type=int)
     parser.add_argument("--redis")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=report.script_result_path("bench_idempotency"),
+        help="write the results here (default: %(default)s)",
+    )
     args = parser.parse_args()
     if args.serve:
         serve(args.serve, args.port, args.redis)
@@ -180,6 +189,24 @@ def main() -> None:
             f"{rate:>10.0f} ({rate / best['plain'][i]:>5.0%})" for i, rate in enumerate(best[mode])
         )
         print(f"{LABELS[mode]:<28}{cells}")
+    rows = [
+        {
+            "mode": mode,
+            "label": LABELS[mode],
+            "concurrency": level,
+            "events_per_s": best[mode][i],
+            "vs_plain": best[mode][i] / best["plain"][i],
+        }
+        for mode in MODES
+        for i, level in enumerate(levels)
+    ]
+    path = report.write_script(
+        "bench_idempotency",
+        {"events": args.events, "concurrency": levels, "best_of": args.rounds},
+        {"rows": rows},
+        args.json,
+    )
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

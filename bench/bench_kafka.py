@@ -20,7 +20,9 @@ Produce side: ``raw produce`` (a plain ``KafkaProducer``, acks=all, send all the
 binary-mode events, each answered 202 only once acknowledged), and ``end to end``: the same
 ingress with a Trigger delivering every event to a trivial HTTP subscriber process.
 
-The server is a Tansu (memory storage) started here, or ``KAFKA_BOOTSTRAP_SERVERS``.
+The server is a Tansu (memory storage) started here, or ``KAFKA_BOOTSTRAP_SERVERS``. Every
+case, the raw kafka-python floors included, and the dispatch/raw ratio go to
+``bench/results/bench_kafka.json`` (``--json`` elsewhere).
 Run: ``python bench/bench_kafka.py [--events N] [--json FILE]`` (about a minute).
 """
 
@@ -45,6 +47,7 @@ from kafka.structs import OffsetAndMetadata
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench._harness import report  # noqa: E402
 from bench._harness.http import binary_headers  # noqa: E402
 from brokers._http1 import Http1Pool  # noqa: E402
 from brokers.config import parse_documents  # noqa: E402
@@ -383,7 +386,12 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--latency-events", type=int, default=300, help="events per latency case")
     parser.add_argument("--latency-rate", type=float, default=50.0, help="events/s, paced")
-    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=report.script_result_path("bench_kafka"),
+        help="write the results here (default: %(default)s)",
+    )
     args = parser.parse_args()
     bootstrap, tansu = _start_tansu()
     server_name = "external Kafka" if tansu is None else "Tansu 0.6.0 (memory)"
@@ -501,20 +509,30 @@ def main() -> None:
     for r in latencies:
         print(f"{r['case']:46} p50 {r['p50_ms']:6.2f} ms  p90 {r['p90_ms']:6.2f} ms")
     print(f"\ndispatch / raw consume = {ratio:.2f} (goal >= 0.5)")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(
-            json.dumps(
-                {
-                    "server": server_name,
-                    "cpu_count": os.cpu_count(),
-                    "dispatch_over_raw_consume": ratio,
-                    "results": results,
-                    "latency": latencies,
-                },
-                indent=2,
-            )
-        )
+    ingress = [r["events_per_s"] for r in results if r["case"].startswith("ingress:")]
+    path = report.write_script(
+        "bench_kafka",
+        {
+            "events": args.events,
+            "http_events": args.http_events,
+            "concurrency": args.concurrency,
+            "latency_events": args.latency_events,
+            "latency_rate": args.latency_rate,
+        },
+        {
+            "server": server_name,
+            "summary": {
+                "dispatch_eps": ours,
+                "raw_consume_eps": raw,
+                "dispatch_over_raw_consume": ratio,
+                "ingress_eps": ingress,
+            },
+            "results": results,
+            "latency": latencies,
+        },
+        args.json,
+    )
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

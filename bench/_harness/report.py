@@ -2,6 +2,8 @@
 
 ``RESULTS.md`` and the plots are rendered from every ``<scenario>.json`` in the results folder,
 so re-running one scenario (``--scenarios retry``) refreshes its section and keeps the others.
+The single-script benchmarks (``bench/bench_*.py``) write ``bench_<name>.json`` beside them
+(:func:`write_script`), stamped the same way; the README quotes those files.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 
 from bench._harness.core import Env, ScenarioSummary
 
+RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"
 ORDER = ("throughput", "latency", "retry", "cold_start", "idempotency", "profile")
 ROLE_ORDER = {"ours": 0, "floor": 1, "peer": 2}
 
@@ -38,12 +41,40 @@ def _cpu_model() -> str:
     return platform.processor()
 
 
+def _when() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def script_result_path(script: str, results_dir: Path = RESULTS_DIR) -> Path:
+    """Where ``bench/<script>.py`` writes its result (``bench_broker`` -> ``bench_broker.json``).
+
+    Named after the script, not a scenario, so it never shadows a harness ``<scenario>.json``.
+    """
+    return results_dir / f"{script}.json"
+
+
+def write_script(script: str, params: dict[str, Any], figures: dict[str, Any], path: Path) -> Path:
+    """A single-script benchmark's result: when, on what machine, with which knobs, and every
+    figure of the run (our cases and the floors or peers measured beside them, and the ratios).
+    """
+    document = {
+        "script": f"bench/{script}.py",
+        "when": _when(),
+        "machine": machine(),
+        "params": params,
+        **figures,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=2, default=str) + "\n")
+    return path
+
+
 def write_json(env: Env, summary: ScenarioSummary) -> Path:
     document = {
         "scenario": summary.name,
         "title": summary.title,
         "description": summary.description,
-        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "when": _when(),
         "machine": machine(),
         "events": env.events,
         "repeats": env.repeats,
