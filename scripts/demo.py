@@ -218,10 +218,11 @@ async def main() -> None:
             count = sum(1 for e in reports.events if e.type == "agentfn.report.ready")
             console.print(
                 f"  the planner answered the duplicate (2xx), publishing {fanned_out:.0f} events; "
-                f"reports received: {count} (answered from its idempotency record)"
+                f"reports received: {count}"
             )
             if fanned_out or count != 1:
                 raise SystemExit("demo failed: the duplicate was handled a second time")
+            console.print("  (answered from the planner's idempotency record, not run again)")
 
             console.print(Rule("3. the flaky agent: two 503s, backoff, then success"))
             flaky = CloudEvent.new(
