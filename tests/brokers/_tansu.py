@@ -5,7 +5,9 @@ it can take down) gets its own process on a free port. Clients reach it through 
 relay in this process, and Tansu advertises the relay's port, so every connection a client makes
 (bootstrap and the broker it learns from metadata) crosses the relay. ``cut()`` closes every
 relayed connection and refuses new ones: the network partition a producer and a consumer see when
-Kafka is unreachable, without losing what the server holds; ``restore()`` ends it.
+Kafka is unreachable, without losing what the server holds; ``restore()`` ends it. The relay also
+sees every request a client sends: ``record_requests()`` keeps them, so a test can read what the
+server was asked (a produce request's ``acks``, say), not only what the client was told.
 
 ``KAFKA_BOOTSTRAP_SERVERS`` selects an external Kafka instead. It cannot be cut, and it is
 shared, so tests name their topics and groups uniquely there.
@@ -19,7 +21,7 @@ import os
 import subprocess
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,6 +75,8 @@ class _Relay:
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Request frames (header and body, without the size) clients sent, while recording.
+        self.requests: list[bytes] | None = None
 
     def start(self) -> None:
         self._thread.start()
@@ -94,7 +98,9 @@ class _Relay:
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self._target_port)
             await asyncio.gather(
-                _pipe(reader, up_writer), _pipe(up_reader, writer), return_exceptions=True
+                _pipe(reader, up_writer, self._request),
+                _pipe(up_reader, writer),
+                return_exceptions=True,
             )
         except (OSError, asyncio.CancelledError):
             pass
@@ -103,6 +109,11 @@ class _Relay:
             if up_writer is not None:
                 up_writer.transport.abort()
             self._tasks.discard(task)
+
+    def _request(self, frame: bytes) -> None:
+        # Runs on the relay's loop thread; list.append is atomic, so the test may read along.
+        if self.requests is not None:
+            self.requests.append(frame)
 
     async def _cut(self) -> None:
         if self._server is not None:
@@ -126,8 +137,23 @@ class _Relay:
         self._loop.close()
 
 
-async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+async def _pipe(
+    source: asyncio.StreamReader,
+    sink: asyncio.StreamWriter,
+    frames: Callable[[bytes], None] | None = None,
+) -> None:
+    """Copy ``source`` to ``sink``; each complete Kafka frame (int32 size, then that many
+    bytes) also goes to ``frames``, whatever the chunks it arrived in."""
+    pending = bytearray()
     while chunk := await source.read(65536):
+        if frames is not None:
+            pending += chunk
+            while len(pending) >= 4:
+                size = int.from_bytes(pending[:4], "big")
+                if len(pending) < 4 + size:
+                    break
+                frames(bytes(pending[4 : 4 + size]))
+                del pending[: 4 + size]
         sink.write(chunk)
         await sink.drain()
     sink.transport.abort()
@@ -159,6 +185,16 @@ class KafkaServer:
         if self.relay is not None and self._cut:
             self.relay.restore()
             self._cut = False
+
+    def record_requests(self) -> list[bytes]:
+        """From now on, keep every request frame clients send (header and body, no size).
+
+        The list fills as requests pass; on an external Kafka there is no relay to see them.
+        """
+        if self.relay is None:
+            raise RuntimeError("the requests to an external Kafka do not pass the tests' relay")
+        self.relay.requests = []
+        return self.relay.requests
 
     def stop(self) -> None:
         if self.relay is not None:
