@@ -9,18 +9,19 @@ import json
 import signal
 import subprocess
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 import yaml
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.partitioner.default import murmur2
 
 from brokers.config import parse_documents
-from brokers.log import topic_name
+from brokers.kafka import KafkaEventLog
+from brokers.log import LogRecord, Subscription
 from brokers.server import BrokerServer
 from events import CloudEvent, KafkaRecord, from_kafka, to_binary, to_structured
 from events.extensions import KNATIVE_BROKER_TTL
@@ -33,8 +34,35 @@ from tests.brokers.contract import PROJECT, event, trigger
 pytestmark = pytest.mark.kafka
 _ = kafka  # the fixture, imported for pytest
 
-TOPIC = topic_name("default", "default")
+# Knative's names, written out: a change to the naming in the code under test must fail here.
+TOPIC = "knative-broker-default-default"
 ORDERED = {"kafka.eventing.knative.dev/delivery.order": "ordered"}
+
+
+class MembersLog:
+    """The Kafka log of one broker, passed through, keeping the group members it opened.
+
+    A member's ``assigned()`` is where a test sees a rebalance from the inside (the revocation
+    has begun when it is empty).
+    """
+
+    def __init__(self, inner: KafkaEventLog) -> None:
+        self.inner = inner
+        self.members: list[Subscription] = []
+
+    async def start(self) -> None:
+        await self.inner.start()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    async def append(self, topic: str, events: Sequence[CloudEvent]) -> list[LogRecord]:
+        return await self.inner.append(topic, events)
+
+    async def subscribe(self, topic: str, group: str) -> Subscription:
+        member = await self.inner.subscribe(topic, group)
+        self.members.append(member)
+        return member
 
 
 class Setup:
@@ -44,7 +72,14 @@ class Setup:
         self.kafka = kafka
         self.session = aiohttp.ClientSession()
         self.servers: list[BrokerServer] = []
+        self.logs: list[MembersLog] = []
         self.subscribers: list[Subscriber] = []
+        self.gates: list[asyncio.Event] = []
+
+    def gate(self) -> asyncio.Event:
+        """An event a subscriber may wait on; opened at the end, so a failed test still stops."""
+        self.gates.append(asyncio.Event())
+        return self.gates[-1]
 
     async def subscriber(self, behaviour: Any = None) -> Subscriber:
         sub = Subscriber(behaviour) if behaviour is not None else Subscriber()
@@ -53,9 +88,11 @@ class Setup:
         return sub
 
     async def broker(self, documents: Sequence[Mapping[str, Any]]) -> str:
-        server = BrokerServer(parse_documents(documents), kafka_log(self.kafka))
+        log = MembersLog(kafka_log(self.kafka))
+        server = BrokerServer(parse_documents(documents), log)
         await server.start()
         self.servers.append(server)
+        self.logs.append(log)
         port = await server.listen("127.0.0.1", 0)
         return f"http://127.0.0.1:{port}/default/default"
 
@@ -64,6 +101,8 @@ class Setup:
             return response.status
 
     async def close(self) -> None:
+        for gate in self.gates:
+            gate.set()
         for server in self.servers:
             await server.stop(grace=0.5)
         for sub in self.subscribers:
@@ -182,13 +221,18 @@ async def test_ingress_writes_records_that_a_plain_consumer_decodes(setup: Setup
 # -- ordering across a rebalance -----------------------------------------------------------------
 
 
+def partition_of(key: str, partitions: int = 10) -> int:
+    """Where the Java client's default partitioner (so Knative's receiver) puts ``key``."""
+    return int(murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+
+
 def spread_keys(count: int, partitions: int = 10) -> list[str]:
     """Keys on ``count`` different partitions, so every member of a group gets some."""
     keys: dict[int, str] = {}
     n = 0
     while len(keys) < count:
         key = f"key-{n}"
-        keys.setdefault((murmur2(key.encode()) & 0x7FFFFFFF) % partitions, key)
+        keys.setdefault(partition_of(key, partitions), key)
         n += 1
     return list(keys.values())
 
@@ -264,6 +308,200 @@ def delivered(server: BrokerServer) -> float:
             ):
                 total += sample.value
     return total
+
+
+def backlog(server: BrokerServer) -> float:
+    """Events a broker in this process fetched and has not finished (in flight or waiting)."""
+    return sum(
+        sample.value
+        for family in server.metrics.registry.collect()
+        for sample in family.samples
+        if sample.name == "broker_trigger_backlog"
+    )
+
+
+class GroupOffsets:
+    """A consumer group's committed offsets on the topic, as the server reports them."""
+
+    def __init__(self, kafka: KafkaServer, group: str) -> None:
+        self.group = kafka.prefix + group
+        self.topic = kafka.prefix + TOPIC
+        self._admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap)
+
+    def _read(self) -> dict[int, int]:
+        offsets = self._admin.list_group_offsets(self.group).get(self.group, {})
+        return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == self.topic}
+
+    async def now(self) -> dict[int, int]:
+        return await asyncio.to_thread(self._read)
+
+    async def reach(self, expected: Mapping[int, int], what: str) -> None:
+        async def there() -> bool:
+            now = await self.now()
+            return all(now.get(p) == o for p, o in expected.items())
+
+        await async_wait_until(there, timeout=15, interval=0.05, message=what)
+
+    def close(self) -> None:
+        self._admin.close()
+
+
+@pytest.fixture
+def offsets_of(kafka: KafkaServer) -> Iterator[Any]:
+    """``offsets_of(group)``: a :class:`GroupOffsets`, closed after the test."""
+    opened: list[GroupOffsets] = []
+
+    def open_(group: str) -> GroupOffsets:
+        opened.append(GroupOffsets(kafka, group))
+        return opened[-1]
+
+    yield open_
+    for offsets in opened:
+        offsets.close()
+
+
+def places(kafka: KafkaServer, ids: Sequence[str]) -> dict[str, tuple[int, int]]:
+    """Where each event is stored, read back by a plain consumer: id -> (partition, offset)."""
+    consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap, auto_offset_reset="earliest")
+    name = kafka.prefix + TOPIC
+    try:
+        consumer.assign([TopicPartition(name, p) for p in consumer.partitions_for_topic(name)])
+        found: dict[str, tuple[int, int]] = {}
+        deadline = time.monotonic() + 10
+        while not set(ids) <= set(found):
+            assert time.monotonic() < deadline, f"only {len(found)} of {len(ids)} stored"
+            for batch in consumer.poll(timeout_ms=100).values():
+                for record in batch:
+                    found[dict(record.headers)["ce_id"].decode()] = (
+                        record.partition,
+                        record.offset,
+                    )
+        return {i: found[i] for i in ids}
+    finally:
+        consumer.close()
+
+
+async def test_a_group_commits_only_the_contiguous_watermark_of_events_finished_out_of_order(
+    setup: Setup, offsets_of: Any
+) -> None:
+    # Six events on one partition, delivered concurrently (an unordered Trigger). The third is
+    # held by the subscriber while the others are answered: the group's committed offset may
+    # pass the first two, never the held one, until it is answered too.
+    events = [event(data={"i": i}, partitionkey="watermark") for i in range(6)]
+    held = events[2]
+    release = setup.gate()
+
+    async def hold_one(ev: CloudEvent, n: int) -> Answer:
+        if ev.id == held.id:
+            await release.wait()
+        return Answer(202)
+
+    sub = await setup.subscriber(hold_one)
+    url = await setup.broker([trigger("watermark", sub.url)])
+    (server,) = setup.servers
+    offsets = offsets_of("knative-trigger-default-watermark")
+    for ev in events:
+        assert await setup.post(url, *to_binary(ev)) == 202
+    where = await asyncio.to_thread(places, setup.kafka, [e.id for e in events])
+    (partition,) = {p for p, _ in where.values()}
+    at = [where[e.id][1] for e in events]
+    assert at == list(range(at[0], at[0] + 6))
+
+    # Every other event is answered and finished by the dispatcher (its 202 counted), and the
+    # held one is out at the subscriber.
+    await async_wait_until(
+        lambda: delivered(server) == 5 and set(sub.seen) == {e.id for e in events},
+        message="five events answered, the held one in flight",
+    )
+    await offsets.reach({partition: at[2]}, "the commit past the first two events")
+    # Proof that nothing further is coming: a marker on another partition is committed after
+    # the others finished; the dispatcher commits every partition's watermark together, so a
+    # commit past the held event would be there by now.
+    elsewhere = next(k for k in spread_keys(2) if partition_of(k) != partition)
+    marker = event(data={"marker": True}, partitionkey=elsewhere)
+    assert await setup.post(url, *to_binary(marker)) == 202
+    (marker_place,) = (await asyncio.to_thread(places, setup.kafka, [marker.id])).values()
+    assert marker_place[0] != partition
+    await offsets.reach({marker_place[0]: marker_place[1] + 1}, "the marker's commit")
+    assert (await offsets.now())[partition] == at[2], "committed past an unfinished event"
+
+    release.set()
+    await offsets.reach({partition: at[5] + 1}, "the commit past all six once the held one ends")
+    assert sub.seen == {e.id: 1 for e in [*events, marker]}
+
+
+async def test_a_revoked_partition_waits_for_its_delivery_in_flight_and_commits_it(
+    setup: Setup, offsets_of: Any
+) -> None:
+    # One event per partition, every one held at the subscriber (in flight at the first
+    # member) when a second member joins the Trigger's group. The revocation must wait for
+    # them and commit them before the partitions move: the next owner then starts after them,
+    # so none is delivered twice, and events that come later go to whoever owns their
+    # partition now.
+    keys = spread_keys(10)
+    held = [event(data={"held": k}, partitionkey=k) for k in keys]
+    release = setup.gate()
+
+    async def hold_until_released(ev: CloudEvent, n: int) -> Answer:
+        if "held" in ev.data:
+            await release.wait()
+        return Answer(202)
+
+    sub = await setup.subscriber(hold_until_released)
+    docs = [trigger("handover", sub.url)]
+    first_url = await setup.broker(docs)
+    (first,) = setup.logs[0].members
+    offsets = offsets_of("knative-trigger-default-handover")
+    await async_wait_until(
+        lambda: first.assigned() == frozenset(range(10)), timeout=15, message="the first member"
+    )
+    for ev in held:
+        assert await setup.post(first_url, *to_binary(ev)) == 202
+    where = await asyncio.to_thread(places, setup.kafka, [e.id for e in held])
+    assert sorted(p for p, _ in where.values()) == list(range(10))
+    await async_wait_until(
+        lambda: set(sub.seen) == {e.id for e in held}, message="every held event in flight"
+    )
+    seeded = await offsets.now()
+    assert seeded == dict(where.values()), "nothing in flight is committed yet"
+
+    await setup.broker(docs)  # the second member joins: the group rebalances
+    (second,) = setup.logs[1].members
+    await async_wait_until(
+        lambda: not first.assigned(), timeout=15, message="the revocation to begin"
+    )
+    # The revocation waits for the events in flight: the partitions have not moved.
+    assert second.assigned() == frozenset()
+    assert await offsets.now() == seeded
+    release.set()
+    await async_wait_until(
+        lambda: first.assigned() and second.assigned(), timeout=15, message="both members"
+    )
+    assert first.assigned().isdisjoint(second.assigned())
+    assert first.assigned() | second.assigned() == frozenset(range(10))
+    # Committed by the first member during the revocation, so before the second could read.
+    assert await offsets.now() == {p: o + 1 for p, o in where.values()}
+
+    # A marker behind each held event, on every partition: each is delivered by the member that
+    # owns its partition now, and once all are and nothing is left in flight, no held event
+    # has come a second time.
+    markers = [event(data={"marker": k}, partitionkey=k) for k in keys]
+    for ev in markers:
+        assert await setup.post(first_url, *to_binary(ev)) == 202
+    await async_wait_until(
+        lambda: all(m.id in sub.seen for m in markers), timeout=15, message="every marker"
+    )
+    await async_wait_until(
+        lambda: all(backlog(server) == 0 for server in setup.servers),
+        message="both members idle",
+    )
+    assert sub.seen == {e.id: 1 for e in [*held, *markers]}
+    moved = len(second.assigned())
+    assert [delivered(server) for server in setup.servers] == [10 + 10 - moved, moved]
+    marker_places = await asyncio.to_thread(places, setup.kafka, [m.id for m in markers])
+    await offsets.reach(
+        {p: o + 1 for p, o in marker_places.values()}, "the markers committed by their owners"
+    )
 
 
 # -- dispatcher processes ------------------------------------------------------------------------
