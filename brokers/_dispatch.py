@@ -22,7 +22,7 @@ from typing import Any
 from brokers._sender import Attempt, Sender, wait_or_stop
 from brokers.config import DeliveryOrder, TriggerSpec
 from brokers.delivery import DeliveryPolicy, is_retryable
-from brokers.log import LogRecord, StoreUnavailableError, Subscription
+from brokers.log import EventTooLargeError, LogRecord, StoreUnavailableError, Subscription
 from brokers.metrics import BrokerMetrics, code_class
 from brokers.retries import RetryObserver, ScheduledRetry
 from events import CloudEvent, InvalidEventError
@@ -356,7 +356,7 @@ class TriggerDispatcher:
             return True
         try:
             await self._ingest([reply.with_attributes(**{KNATIVE_BROKER_TTL: ttl})])
-        except (StoreUnavailableError, InvalidEventError) as error:
+        except (StoreUnavailableError, EventTooLargeError, InvalidEventError) as error:
             log.warning("trigger %s: reply %s not stored: %s", self.trigger.name, reply.id, error)
             return False
         return True

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequen
 from typing import Any, Final
 
 from brokers.config import BrokerSpec
-from brokers.log import StoreUnavailableError
+from brokers.log import EventTooLargeError, StoreUnavailableError
 from brokers.metrics import BrokerMetrics
 from events import CloudEvent, InvalidEventError, from_http
 
@@ -135,6 +135,9 @@ class IngressApp:
         except StoreUnavailableError as error:
             log.error("ingress %s: %s", broker.path, error)
             return 503, _error("the event store cannot write; retry later"), len(events)
+        except EventTooLargeError as error:
+            log.warning("ingress %s: %s", broker.path, error)
+            return 413, _error(str(error)), len(events)
         except InvalidEventError as error:
             return 400, json.dumps(error.as_dict()).encode(), len(events)
         return 202, b"", len(events)

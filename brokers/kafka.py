@@ -64,16 +64,19 @@ from kafka import (
     TopicPartition,
 )
 from kafka.admin import NewTopic, OffsetSpec
-from kafka.errors import KafkaError, NoError, TopicAlreadyExistsError
+from kafka.errors import KafkaError, MessageSizeTooLargeError, NoError, TopicAlreadyExistsError
 from kafka.partitioner.default import murmur2
+from kafka.record.default_records import DefaultRecordBatchBuilder
 from kafka.structs import OffsetAndMetadata
 
-from brokers.log import LogRecord, StoreUnavailableError
+from brokers.log import EventTooLargeError, LogRecord, StoreUnavailableError
 from events import CloudEvent, KafkaRecord, from_kafka, to_kafka
 
 __all__ = [
     "DEFAULT_PARTITIONS",
+    "DEFAULT_RECORD_BYTES",
     "DEFAULT_REPLICATION",
+    "RECORD_OVERHEAD_BYTES",
     "KafkaBrokerConfig",
     "KafkaEventLog",
 ]
@@ -84,6 +87,13 @@ log = logging.getLogger(__name__)
 DEFAULT_PARTITIONS: Final = 10
 #: One replica: a local or CI Kafka has one broker (cluster manifests say 3).
 DEFAULT_REPLICATION: Final = 1
+#: Room in a record beyond the HTTP body the ingress accepted: the attributes, which binary
+#: mode carries in headers outside the body, and the record and batch framing.
+RECORD_OVERHEAD_BYTES: Final = 64 * 1024
+#: The largest record (``max.request.size``, and ``max.message.bytes`` of the topics this log
+#: creates): the ingress's default 1 MiB body and the overhead. Knative's data plane stops at
+#: 1 MiB including the headers, so an event the ingress takes would not always fit.
+DEFAULT_RECORD_BYTES: Final = 1024 * 1024 + RECORD_OVERHEAD_BYTES
 
 _PARTITIONS_KEY: Final = "default.topic.partitions"
 _REPLICATION_KEY: Final = "default.topic.replication.factor"
@@ -153,9 +163,13 @@ def _wake(waiters: list[asyncio.Future[None]]) -> None:
         _set_result(waiter, None)
 
 
-def _unavailable(error: BaseException) -> StoreUnavailableError:
-    if isinstance(error, StoreUnavailableError):
+def _unavailable(error: BaseException) -> StoreUnavailableError | EventTooLargeError:
+    if isinstance(error, StoreUnavailableError | EventTooLargeError):
         return error
+    if isinstance(error, MessageSizeTooLargeError):
+        # Refused by the producer (max.request.size) or by the topic (max.message.bytes):
+        # sending it again cannot help, so it is no "unavailable" the client should retry.
+        return EventTooLargeError(f"the event is larger than a Kafka record may be: {error}")
     return StoreUnavailableError(f"Kafka did not acknowledge the write: {error!r}")
 
 
@@ -176,8 +190,11 @@ class KafkaEventLog:
     answers as soon as a record arrives, Tansu only after about half of it, so against Tansu it
     is what a delivery waits after each append).
     ``write_timeout`` bounds an append: past it the ingress answers 503 and the producer drops
-    the records it still holds. ``revoke_grace`` bounds how long a rebalance waits for events in
-    flight on the partitions that move. ``name_prefix`` is for test suites sharing one Kafka; it
+    the records it still holds. ``max_record_bytes`` is the largest record the producers send
+    and the topics this log creates take; a larger event is refused with
+    :class:`~brokers.log.EventTooLargeError` (413), as is one an existing topic refuses.
+    ``revoke_grace`` bounds how long a rebalance waits for events in flight on the partitions
+    that move. ``name_prefix`` is for test suites sharing one Kafka; it
     is empty in production, where the names must be Knative's.
     """
 
@@ -192,6 +209,7 @@ class KafkaEventLog:
         write_timeout: float = 10.0,
         linger: float = 0.002,
         revoke_grace: float = 10.0,
+        max_record_bytes: int = DEFAULT_RECORD_BYTES,
         buffer_limit: int = 2000,
         name_prefix: str = "",
         client_id: str = "agentfn-broker",
@@ -200,6 +218,8 @@ class KafkaEventLog:
             raise ValueError("partitions and replication_factor must be at least 1")
         if write_timeout < 0.5 or not 0 <= linger < 0.1:
             raise ValueError("write_timeout must be at least 0.5 s and linger under 0.1 s")
+        if max_record_bytes < RECORD_OVERHEAD_BYTES:
+            raise ValueError(f"max_record_bytes must be at least {RECORD_OVERHEAD_BYTES}")
         self.bootstrap_servers = bootstrap_servers
         self.partitions = partitions
         self.replication_factor = replication_factor
@@ -207,6 +227,7 @@ class KafkaEventLog:
         self.fetch_max_wait = fetch_max_wait
         self.write_timeout = write_timeout
         self.revoke_grace = revoke_grace
+        self.max_record_bytes = max_record_bytes
         self.buffer_limit = buffer_limit
         self.name_prefix = name_prefix
         self._linger_ms = round(linger * 1000)
@@ -252,6 +273,7 @@ class KafkaEventLog:
             "delivery_timeout_ms": delivery_ms,
             "request_timeout_ms": min(30_000, delivery_ms - linger_ms),
             "max_block_ms": delivery_ms,
+            "max_request_size": self.max_record_bytes,
         }
         if batch_size is not None:
             config["batch_size"] = batch_size
@@ -264,7 +286,7 @@ class KafkaEventLog:
         # Multi-event appends get a producer of their own that never sends on its own (a linger
         # far longer than the append takes, a batch size as large as a request): each append
         # sends its records and flushes, so they leave as one record batch per partition.
-        max_request = 1024 * 1024
+        max_request = self.max_record_bytes
         batch_linger = round(self.write_timeout * 1000) // 2
         config = self._producer_config(linger_ms=batch_linger, batch_size=max_request)
         config["request_timeout_ms"] = round(self.write_timeout * 1000) - batch_linger
@@ -317,7 +339,14 @@ class KafkaEventLog:
         with self._admin_lock:
             try:
                 self._admin.create_topics(
-                    [NewTopic(name, self.partitions, self.replication_factor)]
+                    [
+                        NewTopic(
+                            name,
+                            self.partitions,
+                            self.replication_factor,
+                            topic_configs={"max.message.bytes": str(self.max_record_bytes)},
+                        )
+                    ]
                 )
             except TopicAlreadyExistsError:
                 pass
@@ -396,6 +425,17 @@ class KafkaEventLog:
 
     async def _send_batch(self, name: str, events: Sequence[CloudEvent]) -> list[LogRecord]:
         records = [to_kafka(event) for event in events]
+        # Checked before any is sent: the producer refuses a record only when it comes to it,
+        # after the ones before it were sent, and a batch is stored whole or not at all.
+        for index, record in enumerate(records):
+            size = DefaultRecordBatchBuilder.estimate_size_in_bytes(
+                record.key, _value(record), list(record.headers)
+            )
+            if size > self.max_record_bytes:
+                raise EventTooLargeError(
+                    f"event {index} of the batch is larger than a Kafka record may be"
+                    f" ({size} bytes, max_record_bytes {self.max_record_bytes})"
+                )
         assert self._batch_lock is not None
         # One batch at a time: a flush sends everything the producer holds, so two appends
         # interleaved could split each other across record batches. The lock is held until

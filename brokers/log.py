@@ -15,7 +15,14 @@ from typing import Protocol
 
 from events import CloudEvent
 
-__all__ = ["EventLog", "LogRecord", "StoreUnavailableError", "Subscription", "topic_name"]
+__all__ = [
+    "EventLog",
+    "EventTooLargeError",
+    "LogRecord",
+    "StoreUnavailableError",
+    "Subscription",
+    "topic_name",
+]
 
 
 def topic_name(namespace: str, broker: str) -> str:
@@ -25,6 +32,13 @@ def topic_name(namespace: str, broker: str) -> str:
 
 class StoreUnavailableError(RuntimeError):
     """The log could not make an append durable (the ingress answers 503)."""
+
+
+class EventTooLargeError(ValueError):
+    """The log can never store this event: it is larger than a record may be (413, not 503).
+
+    Not a :class:`StoreUnavailableError`: a retry of the same event fails the same way.
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +88,8 @@ class EventLog(Protocol):
     async def append(self, topic: str, events: Sequence[CloudEvent]) -> list[LogRecord]:
         """Store ``events`` atomically (all or none), durable when this returns.
 
-        Raises :class:`StoreUnavailableError` when the write cannot be made durable.
+        Raises :class:`StoreUnavailableError` when the write cannot be made durable, and
+        :class:`EventTooLargeError` when an event is larger than the log stores.
         """
         ...
 

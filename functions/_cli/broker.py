@@ -122,7 +122,7 @@ def broker(
         event_log: EventLog
         if kafka is not None or kafka_config is not None:
             # Imported here: kafka-python costs every other command a tenth of a second.
-            from brokers.kafka import KafkaBrokerConfig, KafkaEventLog
+            from brokers.kafka import RECORD_OVERHEAD_BYTES, KafkaBrokerConfig, KafkaEventLog
 
             config = (
                 KafkaBrokerConfig.from_configmap(kafka_config)
@@ -138,6 +138,8 @@ def broker(
                 replication_factor=topic_replication or config.replication_factor,
                 session_timeout=kafka_session_timeout,
                 fetch_max_wait=kafka_fetch_max_wait,
+                # Every body the ingress takes fits in a record.
+                max_record_bytes=settings.max_body_bytes + RECORD_OVERHEAD_BYTES,
             )
         else:
             event_log = SqliteEventLog(data_dir, fsync=settings.fsync)

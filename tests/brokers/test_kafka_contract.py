@@ -8,29 +8,53 @@ that Kafka and prefix their names instead; it cannot be cut off, so the store-fa
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from brokers.log import EventLog
+from events import to_binary
+from tests._waiting import async_wait_until
 from tests.brokers._tansu import KafkaServer, broker_cli, kafka_log, kafka_server
-from tests.brokers.contract import BrokerContract, RunningBroker
+from tests.brokers.contract import BrokerContract, Harness, RunningBroker, event, trigger
 
 pytestmark = pytest.mark.kafka
 
 
 class TestKafkaBroker(BrokerContract):
     kafka: KafkaServer
+    log_options: dict[str, Any]
 
     @pytest.fixture(autouse=True)
     def _kafka(self) -> Iterator[None]:
+        self.log_options = {}
         with kafka_server() as server:
             self.kafka = server
             yield
 
     def make_log(self, directory: Path) -> EventLog:
-        return kafka_log(self.kafka)
+        return kafka_log(self.kafka, **self.log_options)
+
+    async def test_an_event_kafka_cannot_hold_is_413_and_never_stored(
+        self, harness: Harness
+    ) -> None:
+        # Within the ingress's body limit but over the log's record limit: a 503 would have the
+        # client retry an event that can never fit.
+        self.log_options = {"max_record_bytes": 64 * 1024}
+        sub = await harness.subscriber()
+        broker = await harness.broker([trigger("all", sub.url)])
+        status, _, answer = await harness.post(
+            broker.url(), *to_binary(event(data={"blob": "x" * 64 * 1024}))
+        )
+        assert status == 413
+        assert json.loads(answer)["error"].startswith("the event is larger than a Kafka record")
+        marker = event(type_="marker")
+        assert await harness.send(broker.url(), marker) == 202
+        await async_wait_until(lambda: sub.arrivals, message="the marker")
+        assert sub.ids() == [marker.id], "the refused event is not in the log"
 
     async def break_store(self, broker: RunningBroker) -> None:
         if not self.kafka.is_tansu:

@@ -16,13 +16,14 @@ from typing import Any
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.partitioner.default import murmur2
+from kafka.protocol.admin import CreateTopicsRequest
 from kafka.protocol.consumer import FetchRequest
 from kafka.protocol.producer import ProduceRequest
 from kafka.record import MemoryRecords
 from kafka.structs import OffsetAndMetadata
 
 from brokers.kafka import KafkaBrokerConfig, KafkaEventLog
-from brokers.log import LogRecord, StoreUnavailableError, Subscription
+from brokers.log import EventTooLargeError, LogRecord, StoreUnavailableError, Subscription
 from events import CloudEvent, KafkaRecord, from_kafka
 from tests._waiting import async_wait_until
 from tests.brokers._tansu import KafkaServer, external_bootstrap, kafka, kafka_log
@@ -135,6 +136,42 @@ async def test_topic_is_created_with_the_configured_partitions(kafka: KafkaServe
             consumer.close()
 
     assert await asyncio.to_thread(describe) == 4
+
+
+def create_topics_requests(frames: list[bytes]) -> list[Any]:
+    """The CreateTopics requests among request frames the relay saw, decoded."""
+    requests = []
+    for frame in list(frames):
+        api_key, version = struct.unpack(">hh", frame[:4])
+        if api_key == CreateTopicsRequest.API_KEY:
+            requests.append(CreateTopicsRequest.decode(frame, version=version, header=True))
+    return requests
+
+
+async def test_an_event_larger_than_a_record_is_refused_for_good(kafka: KafkaServer) -> None:
+    # 413, not 503: no retry can make it fit. Both producers are held to the limit, and the
+    # topic this log creates takes records of that size (Kafka's default max.message.bytes is
+    # about 1 MiB, which would refuse what the producer sends).
+    limit = 64 * 1024
+    frames = kafka.record_requests() if kafka.is_tansu else None
+    log = await started(kafka, max_record_bytes=limit)
+    big = CloudEvent.new("test.kafka", "/tests", {"blob": "x" * limit})
+    try:
+        for producer in (log._producer, log._batch_producer):
+            assert producer.config["max_request_size"] == limit
+        fits = await log.append(TOPIC, [ev(1)])
+        with pytest.raises(EventTooLargeError, match="larger than a Kafka record"):
+            await log.append(TOPIC, [big])
+        with pytest.raises(EventTooLargeError, match="larger than a Kafka record"):
+            await log.append(TOPIC, [ev(2), big])
+    finally:
+        await log.close()
+    assert await asyncio.to_thread(records_in, kafka, TOPIC) == len(fits)
+    if frames is None:
+        return  # an external Kafka: its requests do not pass the relay
+    (created,) = [t for r in create_topics_requests(frames) for t in r.topics]
+    assert created.name == TOPIC
+    assert [(c.name, c.value) for c in created.configs] == [("max.message.bytes", str(limit))]
 
 
 async def test_a_batch_without_keys_is_one_partition_in_order(kafka: KafkaServer) -> None:
