@@ -1,4 +1,4 @@
-"""Real servers for tests: free ports, redis-server processes."""
+"""Real servers for tests: free ports, request bodies, redis-server processes."""
 
 from __future__ import annotations
 
@@ -9,14 +9,25 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 
 def free_port() -> int:
     with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+async def read_body(receive: Callable[[], Awaitable[dict[str, Any]]]) -> bytes:
+    """The whole body of an ASGI request, however many messages it came in."""
+    chunks = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 def wait_for_port(port: int, *, host: str = "127.0.0.1", timeout: float = 10.0) -> None:

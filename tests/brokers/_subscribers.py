@@ -12,6 +12,7 @@ import uvicorn
 
 from brokers._serving import serve_in_loop
 from events import CloudEvent, from_http, to_binary
+from tests._servers import read_body
 
 
 @dataclass
@@ -66,14 +67,9 @@ class Subscriber:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        chunks = []
-        while True:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
-        (event,) = from_http(headers, b"".join(chunks))
+        (event,) = from_http(headers, body)
         n = self.seen[event.id] = self.seen.get(event.id, 0) + 1
         self.arrivals.append(Arrival(event, time.monotonic(), dict(headers)))
         self.changed.set()

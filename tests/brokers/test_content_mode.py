@@ -38,7 +38,7 @@ from functions import Agent, Context, Settings
 from functions._knative import trigger_documents
 from functions.cli import app as cli
 from functions.client import send_event
-from tests._servers import free_port
+from tests._servers import free_port, read_body
 from tests._waiting import async_wait_until
 from tests.brokers.contract import RunningBroker, settled, trigger
 from tests.functions._support import serving
@@ -93,12 +93,7 @@ class RawSubscriber:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         self.requests.append(Request(headers, body))
         await send({"type": "http.response.start", "status": self.status, "headers": []})

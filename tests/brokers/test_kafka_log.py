@@ -138,16 +138,6 @@ async def test_topic_is_created_with_the_configured_partitions(kafka: KafkaServe
     assert await asyncio.to_thread(describe) == 4
 
 
-def create_topics_requests(frames: list[bytes]) -> list[Any]:
-    """The CreateTopics requests among request frames the relay saw, decoded."""
-    requests = []
-    for frame in list(frames):
-        api_key, version = struct.unpack(">hh", frame[:4])
-        if api_key == CreateTopicsRequest.API_KEY:
-            requests.append(CreateTopicsRequest.decode(frame, version=version, header=True))
-    return requests
-
-
 async def test_an_event_larger_than_a_record_is_refused_for_good(kafka: KafkaServer) -> None:
     # 413, not 503: no retry can make it fit. Both producers are held to the limit, and the
     # topic this log creates takes records of that size (Kafka's default max.message.bytes is
@@ -169,7 +159,7 @@ async def test_an_event_larger_than_a_record_is_refused_for_good(kafka: KafkaSer
     assert await asyncio.to_thread(records_in, kafka, TOPIC) == len(fits)
     if frames is None:
         return  # an external Kafka: its requests do not pass the relay
-    (created,) = [t for r in create_topics_requests(frames) for t in r.topics]
+    (created,) = [t for r in decoded_requests(frames, CreateTopicsRequest) for t in r.topics]
     assert created.name == TOPIC
     assert [(c.name, c.value) for c in created.configs] == [("max.message.bytes", str(limit))]
 
@@ -250,13 +240,13 @@ def stored_batches(server: KafkaServer, topic: str, partition: int) -> list[Any]
     return batches
 
 
-def produce_requests(frames: list[bytes]) -> list[Any]:
-    """The Produce requests among request frames the relay saw, decoded."""
+def decoded_requests(frames: list[bytes], kind: Any) -> list[Any]:
+    """The requests of ``kind`` (e.g. ``ProduceRequest``) among frames the relay saw, decoded."""
     requests = []
     for frame in list(frames):
         api_key, version = struct.unpack(">hh", frame[:4])
-        if api_key == ProduceRequest.API_KEY:
-            requests.append(ProduceRequest.decode(frame, version=version, header=True))
+        if api_key == kind.API_KEY:
+            requests.append(kind.decode(frame, version=version, header=True))
     return requests
 
 
@@ -296,7 +286,7 @@ async def test_the_producers_write_with_acks_all_and_idempotence(kafka: KafkaSer
     if frames is None:
         return  # an external Kafka: its requests do not pass the relay
     # What the server was asked: every produce request, of both producers, for acks=all.
-    requests = produce_requests(frames)
+    requests = decoded_requests(frames, ProduceRequest)
     carried = [
         MemoryRecords(data.records).next_batch().records_count
         for r in requests

@@ -27,7 +27,7 @@ from functions import Agent, AgentApp, Context, Delivery, Settings
 from functions._knative import trigger_documents
 from functions.agents import _text, aggregator, planner, worker
 from functions.agents.models import REPORT_READY, TASK_SUBMITTED
-from tests._servers import free_port
+from tests._servers import free_port, read_body
 from tests._waiting import async_wait_until
 from tests.functions._support import ASGIApp, Receive, Scope, Send, Sink, binary, event, serving
 
@@ -139,12 +139,7 @@ class AckLosingProxy:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body", False):
-                break
+        body = await read_body(receive)
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
         headers = [(k, v) for k, v in headers if k not in ("host", "content-length")]
         async with httpx.AsyncClient(timeout=10) as client:
