@@ -11,7 +11,7 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 	&& { echo $$p; break; }; done)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help venv system-deps test lint demo bench clean
+.PHONY: help venv system-deps test lint typecheck-tree demo bench clean
 
 help:
 	@echo "make demo   run the demo (installs into $(VENV))"
@@ -37,7 +37,16 @@ system-deps:
 test: venv system-deps
 	$(PY) -m pytest
 
-lint: venv
+# mypy cannot follow the package-dir mapping (pyproject.toml): it checks the agentfn package laid
+# out as it installs, in symlinks to the folders.
+TYPECHECK := build/typecheck/agentfn
+typecheck-tree:
+	@rm -rf build/typecheck && mkdir -p $(TYPECHECK)
+	@ln -s $(CURDIR)/agentfn/__init__.py $(CURDIR)/agentfn/py.typed $(TYPECHECK)/
+	@for package in events brokers functions inference; do \
+		ln -s $(CURDIR)/$$package $(TYPECHECK)/$$package; done
+
+lint: venv typecheck-tree
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
@@ -59,4 +68,4 @@ bench: $(BENCH_STAMP) system-deps
 	$(PY) bench/harness.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build .data .pytest_cache .mypy_cache .ruff_cache

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from agentfn.functions import Agent, Context
 from pydantic import BaseModel
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from bench._harness.work import ATTEMPT_LUA, RECORD_LUA, run_async
-from functions import Agent, Context
 
 #: Event type of each hop (1-based), as the Triggers filter them.
 HOP_TYPES = ("bench.a", "bench.b", "bench.c")

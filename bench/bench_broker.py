@@ -26,9 +26,10 @@ import aiohttp
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from agentfn.brokers._http1 import Http1Pool  # noqa: E402
+
 from bench._harness import report  # noqa: E402
 from bench._harness.http import binary_headers  # noqa: E402
-from brokers._http1 import Http1Pool  # noqa: E402
 from tests._servers import free_port, wait_for_port  # noqa: E402
 
 

@@ -24,9 +24,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from agentfn.brokers import cesql  # noqa: E402
+from agentfn.brokers.cesql._expression import CompiledExpression  # noqa: E402
+
 from bench._harness import report  # noqa: E402
-from brokers import cesql  # noqa: E402
-from brokers.cesql._expression import CompiledExpression  # noqa: E402
 
 EVENT: dict[str, object] = {
     "specversion": "1.0",

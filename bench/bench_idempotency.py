@@ -26,9 +26,10 @@ from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from agentfn.brokers._http1 import Http1Pool  # noqa: E402
+
 from bench._harness import report  # noqa: E402
 from bench._harness.http import binary_headers  # noqa: E402
-from brokers._http1 import Http1Pool  # noqa: E402
 from tests._servers import free_port, redis_server, wait_for_port  # noqa: E402
 
 MODES = ("plain", "off", "embedded", "redis")
@@ -44,7 +45,7 @@ LABELS = {
 
 
 def _plain_app() -> Any:
-    from events import CloudEvent, from_http, to_binary
+    from agentfn.events import CloudEvent, from_http, to_binary
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -66,9 +67,8 @@ def _plain_app() -> Any:
 
 
 def _agent_app(mode: str, redis_url: str | None) -> Any:
+    from agentfn.functions import Agent, Settings
     from pydantic import BaseModel
-
-    from functions import Agent, Settings
 
     class Ping(BaseModel):
         n: int

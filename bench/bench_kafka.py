@@ -47,14 +47,15 @@ from kafka.structs import OffsetAndMetadata
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from agentfn.brokers._http1 import Http1Pool  # noqa: E402
+from agentfn.brokers.config import parse_documents  # noqa: E402
+from agentfn.brokers.kafka import KafkaEventLog  # noqa: E402
+from agentfn.brokers.log import topic_name  # noqa: E402
+from agentfn.brokers.server import BrokerServer  # noqa: E402
+from agentfn.events import CloudEvent, KafkaRecord, from_kafka, to_kafka  # noqa: E402
+
 from bench._harness import report  # noqa: E402
 from bench._harness.http import binary_headers  # noqa: E402
-from brokers._http1 import Http1Pool  # noqa: E402
-from brokers.config import parse_documents  # noqa: E402
-from brokers.kafka import KafkaEventLog  # noqa: E402
-from brokers.log import topic_name  # noqa: E402
-from brokers.server import BrokerServer  # noqa: E402
-from events import CloudEvent, KafkaRecord, from_kafka, to_kafka  # noqa: E402
 from tests._servers import free_port, wait_for_port  # noqa: E402
 
 PARTITIONS = 10

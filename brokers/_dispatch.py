@@ -19,14 +19,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from brokers._sender import Attempt, Sender, wait_or_stop
-from brokers.config import DeliveryOrder, TriggerSpec
-from brokers.delivery import DeliveryPolicy, is_retryable
-from brokers.log import EventTooLargeError, LogRecord, StoreUnavailableError, Subscription
-from brokers.metrics import BrokerMetrics, code_class
-from brokers.retries import RetryObserver, ScheduledRetry
-from events import CloudEvent, InvalidEventError
-from events.extensions import (
+from agentfn.brokers._sender import Attempt, Sender, wait_or_stop
+from agentfn.brokers.config import DeliveryOrder, TriggerSpec
+from agentfn.brokers.delivery import DeliveryPolicy, is_retryable
+from agentfn.brokers.log import EventTooLargeError, LogRecord, StoreUnavailableError, Subscription
+from agentfn.brokers.metrics import BrokerMetrics, code_class
+from agentfn.brokers.retries import RetryObserver, ScheduledRetry
+from agentfn.events import CloudEvent, InvalidEventError
+from agentfn.events.extensions import (
     DEFAULT_BROKER_TTL,
     KNATIVE_BROKER_TTL,
     KNATIVE_ERROR_CODE,

@@ -8,10 +8,10 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from typing import Any, Final
 
-from brokers.config import BrokerSpec
-from brokers.log import EventTooLargeError, StoreUnavailableError
-from brokers.metrics import BrokerMetrics
-from events import CloudEvent, InvalidEventError, from_http
+from agentfn.brokers.config import BrokerSpec
+from agentfn.brokers.log import EventTooLargeError, StoreUnavailableError
+from agentfn.brokers.metrics import BrokerMetrics
+from agentfn.events import CloudEvent, InvalidEventError, from_http
 
 __all__ = ["IngressApp"]
 

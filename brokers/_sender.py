@@ -10,11 +10,10 @@ from typing import Final
 from urllib.parse import urlsplit
 
 import aiohttp
-
-from brokers._http1 import Http1Pool, RequestFailedError
-from brokers.delivery import parse_retry_after
-from brokers.inprocess import LocalSubscriber, origin_of
-from events import CloudEvent, DeliveryFormat, InvalidEventError, from_http, to_http
+from agentfn.brokers._http1 import Http1Pool, RequestFailedError
+from agentfn.brokers.delivery import parse_retry_after
+from agentfn.brokers.inprocess import LocalSubscriber, origin_of
+from agentfn.events import CloudEvent, DeliveryFormat, InvalidEventError, from_http, to_http
 
 __all__ = ["Attempt", "Sender"]
 
@@ -42,7 +41,7 @@ class Attempt:
 class Sender:
     """Delivers over HTTP, or by a call to a subscriber hosted in this process.
 
-    ``local`` maps URL origins (see :func:`brokers.inprocess.origin_of`) to in-process
+    ``local`` maps URL origins (see :func:`agentfn.brokers.inprocess.origin_of`) to in-process
     subscribers; every other URL is POSTed to.
     """
 
@@ -90,7 +89,7 @@ class Sender:
         format: DeliveryFormat | None = None,
     ) -> Attempt:
         """Deliver ``event``: a call to an in-process subscriber, else a POST in the content mode
-        ``format`` (the Trigger's ``delivery.format``) sets or :func:`events.to_http` picks;
+        ``format`` (the Trigger's ``delivery.format``) sets or :func:`agentfn.events.to_http` picks;
         read the answer, and a reply event if there is one."""
         assert self._session is not None, "start() the sender first"
         if self._local:

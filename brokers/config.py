@@ -14,16 +14,15 @@ from pathlib import Path
 from typing import Any, Final
 
 import yaml
-
-from brokers.delivery import (
+from agentfn.brokers.delivery import (
     KNATIVE_DEFAULT_DELIVERY,
     BackoffPolicy,
     DeliveryPolicy,
     Destination,
     parse_duration,
 )
-from brokers.filters import TriggerFilter, compile_filter
-from events import DeliveryFormat
+from agentfn.brokers.filters import TriggerFilter, compile_filter
+from agentfn.events import DeliveryFormat
 
 __all__ = [
     "DEFAULT_BROKER",

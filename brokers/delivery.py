@@ -23,7 +23,7 @@ from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from typing import Final
 
-from events import DeliveryFormat
+from agentfn.events import DeliveryFormat
 
 __all__ = [
     "DEFAULT_ATTEMPT_TIMEOUT",
@@ -133,7 +133,7 @@ class DeliveryPolicy:
     retry_after_max: float | None = None
     dead_letter_sink: Destination | None = None
     #: ``delivery.format``: the content mode of every delivery, dead letters included; ``None``
-    #: (unset) lets :func:`events.http.to_http` choose per event.
+    #: (unset) lets :func:`agentfn.events.http.to_http` choose per event.
     format: DeliveryFormat | None = None
 
     def __post_init__(self) -> None:

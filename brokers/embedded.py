@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from brokers.log import LogRecord, StoreUnavailableError
-from events import CloudEvent
-from events.http import event_from_json, event_to_json
+from agentfn.brokers.log import LogRecord, StoreUnavailableError
+from agentfn.events import CloudEvent
+from agentfn.events.http import event_from_json, event_to_json
 
 __all__ = ["SqliteEventLog"]
 
@@ -161,7 +161,7 @@ class _SqliteSubscription:
 
 
 class SqliteEventLog:
-    """:class:`~brokers.log.EventLog` over one SQLite file in ``data_dir``.
+    """:class:`~agentfn.brokers.log.EventLog` over one SQLite file in ``data_dir``.
 
     ``fsync=True`` (the default) makes every answered append survive power loss; ``False``
     keeps it safe against a crash of the process (``kill -9``) but not of the machine.

@@ -8,7 +8,7 @@ Two dialects, as in Knative Eventing:
   ``exact``, ``prefix``, ``suffix`` (each exactly one attribute), ``all``, ``any``, ``not`` and
   ``cesql``. An attribute that is absent never matches.
 
-Attribute values are compared in their canonical string form (:func:`events.attribute_text`:
+Attribute values are compared in their canonical string form (:func:`agentfn.events.attribute_text`:
 ``true``/``false`` for booleans), which is how they travel in binary mode and how an agent's
 handler filters compare them too.
 """
@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from events import attribute_text
+from agentfn.events import attribute_text
 
 __all__ = ["ExpressionCompiler", "TriggerFilter", "compile_filter", "match_all"]
 
@@ -72,7 +72,7 @@ def _single(dialect: str, body: Any) -> tuple[str, str]:
 
 
 def _default_cesql(expression: str) -> TriggerFilter:
-    from brokers import cesql  # noqa: PLC0415 - only Triggers that use CESQL pay for it
+    from agentfn.brokers import cesql  # noqa: PLC0415 - only Triggers that use CESQL pay for it
 
     try:
         compiled = cesql.compile(expression)

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Sequence
 from typing import Protocol, TypeAlias
 from urllib.parse import urlsplit
 
-from events import CloudEvent
+from agentfn.events import CloudEvent
 
 __all__ = ["INPROCESS_SCHEME", "LocalAnswer", "LocalSubscriber", "inprocess_url", "origin_of"]
 

@@ -56,6 +56,8 @@ from pathlib import Path
 from typing import Any, Final
 
 import yaml
+from agentfn.brokers.log import EventTooLargeError, LogRecord, StoreUnavailableError
+from agentfn.events import CloudEvent, KafkaRecord, from_kafka, to_kafka
 from kafka import (
     AsyncConsumerRebalanceListener,
     KafkaAdminClient,
@@ -68,9 +70,6 @@ from kafka.errors import KafkaError, MessageSizeTooLargeError, NoError, TopicAlr
 from kafka.partitioner.default import murmur2
 from kafka.record.default_records import DefaultRecordBatchBuilder
 from kafka.structs import OffsetAndMetadata
-
-from brokers.log import EventTooLargeError, LogRecord, StoreUnavailableError
-from events import CloudEvent, KafkaRecord, from_kafka, to_kafka
 
 __all__ = [
     "DEFAULT_PARTITIONS",
@@ -182,7 +181,7 @@ def _value(record: KafkaRecord) -> bytes | None:
 
 
 class KafkaEventLog:
-    """:class:`~brokers.log.EventLog` over a Kafka cluster (``bootstrap_servers``).
+    """:class:`~agentfn.brokers.log.EventLog` over a Kafka cluster (``bootstrap_servers``).
 
     ``partitions`` and ``replication_factor`` apply to topics this log creates; an existing
     topic is used as it is. ``session_timeout`` is the consumer groups' (Knative's is 10 s).
@@ -192,7 +191,7 @@ class KafkaEventLog:
     ``write_timeout`` bounds an append: past it the ingress answers 503 and the producer drops
     the records it still holds. ``max_record_bytes`` is the largest record the producers send
     and the topics this log creates take; a larger event is refused with
-    :class:`~brokers.log.EventTooLargeError` (413), as is one an existing topic refuses.
+    :class:`~agentfn.brokers.log.EventTooLargeError` (413), as is one an existing topic refuses.
     ``revoke_grace`` bounds how long a rebalance waits for events in flight on the partitions
     that move. ``name_prefix`` is for test suites sharing one Kafka; it
     is empty in production, where the names must be Knative's.

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from events import CloudEvent
+from agentfn.events import CloudEvent
 
 __all__ = [
     "EventLog",

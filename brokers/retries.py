@@ -1,9 +1,9 @@
 """Each retry a dispatcher schedules, as a record: which event, after what answer, how long, why.
 
-The wait itself is :meth:`brokers.delivery.DeliveryPolicy.retry_wait`; this module makes the
+The wait itself is :meth:`agentfn.brokers.delivery.DeliveryPolicy.retry_wait`; this module makes the
 dispatcher's use of it observable, so the schedule is checked from what was decided rather
 than from how long a loaded machine took. Pass a :class:`RetryObserver` to
-:class:`brokers.server.BrokerServer`; :class:`RetryRecord` keeps the most recent decisions.
+:class:`agentfn.brokers.server.BrokerServer`; :class:`RetryRecord` keeps the most recent decisions.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from brokers.delivery import RetryWait
+from agentfn.brokers.delivery import RetryWait
 
 __all__ = ["RetryObserver", "RetryRecord", "ScheduledRetry"]
 

@@ -7,20 +7,19 @@ import logging
 from collections.abc import Mapping, Sequence
 
 import uvicorn
-
-from brokers._dispatch import DispatchLimits, TriggerDispatcher
-from brokers._ingress import IngressApp
-from brokers._sender import Sender
-from brokers._serving import serve_in_loop
-from brokers.config import BrokerSpec, ConfigError, Topology, TriggerSpec
-from brokers.delivery import Destination
-from brokers.inprocess import LocalSubscriber
-from brokers.log import EventLog, LogRecord, topic_name
-from brokers.metrics import BrokerMetrics
-from brokers.retries import RetryObserver
-from brokers.settings import BrokerSettings
-from events import CloudEvent
-from events.extensions import DEFAULT_BROKER_TTL, KNATIVE_BROKER_TTL
+from agentfn.brokers._dispatch import DispatchLimits, TriggerDispatcher
+from agentfn.brokers._ingress import IngressApp
+from agentfn.brokers._sender import Sender
+from agentfn.brokers._serving import serve_in_loop
+from agentfn.brokers.config import BrokerSpec, ConfigError, Topology, TriggerSpec
+from agentfn.brokers.delivery import Destination
+from agentfn.brokers.inprocess import LocalSubscriber
+from agentfn.brokers.log import EventLog, LogRecord, topic_name
+from agentfn.brokers.metrics import BrokerMetrics
+from agentfn.brokers.retries import RetryObserver
+from agentfn.brokers.settings import BrokerSettings
+from agentfn.events import CloudEvent
+from agentfn.events.extensions import DEFAULT_BROKER_TTL, KNATIVE_BROKER_TTL
 
 __all__ = ["BrokerServer", "resolve_destination"]
 
@@ -50,8 +49,9 @@ class BrokerServer:
     ``await start()`` opens the log and the dispatchers, ``await listen(...)`` serves the
     ingress, ``await stop()`` drains and closes. ``app`` is the ASGI ingress for in-process use.
     ``local_subscribers`` maps URL origins (e.g. ``inprocess://planner``) to subscribers hosted
-    in this process (:mod:`brokers.inprocess`); deliveries to them are calls, not requests.
-    ``retry_observer`` is told of every retry a dispatcher schedules (:mod:`brokers.retries`).
+    in this process (:mod:`agentfn.brokers.inprocess`); deliveries to them are calls, not
+    requests. ``retry_observer`` is told of every retry a dispatcher schedules
+    (:mod:`agentfn.brokers.retries`).
     """
 
     def __init__(

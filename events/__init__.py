@@ -3,13 +3,18 @@
 This package imports nothing else of agentfn; every other package builds on it.
 """
 
-from events import extensions
-from events._catalog import EventCatalog, UnknownEventTypeError
-from events._errors import InvalidEventError
-from events._event import CloudEvent, is_json_media_type, is_text_media_type
-from events._ids import new_event_id
-from events._validation import SPEC_VERSION, AttributeValue, attribute_text, validate_attributes
-from events.http import (
+from agentfn.events import extensions
+from agentfn.events._catalog import EventCatalog, UnknownEventTypeError
+from agentfn.events._errors import InvalidEventError
+from agentfn.events._event import CloudEvent, is_json_media_type, is_text_media_type
+from agentfn.events._ids import new_event_id
+from agentfn.events._validation import (
+    SPEC_VERSION,
+    AttributeValue,
+    attribute_text,
+    validate_attributes,
+)
+from agentfn.events.http import (
     ContentMode,
     DeliveryFormat,
     UnsupportedContentModeError,
@@ -21,7 +26,7 @@ from events.http import (
     to_http,
     to_structured,
 )
-from events.kafka import KafkaRecord, from_kafka, to_kafka, to_kafka_structured
+from agentfn.events.kafka import KafkaRecord, from_kafka, to_kafka, to_kafka_structured
 
 __all__ = [
     "SPEC_VERSION",

@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
+from agentfn.events._event import JSON_CONTENT_TYPE, CloudEvent
 from pydantic import BaseModel
-
-from events._event import JSON_CONTENT_TYPE, CloudEvent
 
 __all__ = ["EventCatalog", "UnknownEventTypeError"]
 

@@ -17,10 +17,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from cloudevents import abstract
-
-from events._ids import new_event_id
-from events._validation import (
+from agentfn.events._ids import new_event_id
+from agentfn.events._validation import (
     SPEC_VERSION,
     AttributeValue,
     check_attributes,
@@ -28,6 +26,7 @@ from events._validation import (
     require_attributes,
     validate_attributes,
 )
+from cloudevents import abstract
 
 __all__ = ["JSON_CONTENT_TYPE", "CloudEvent", "is_json_media_type", "is_text_media_type"]
 

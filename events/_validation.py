@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Final, TypeAlias
 
-from events._errors import InvalidEventError
+from agentfn.events._errors import InvalidEventError
 
 __all__ = [
     "CONTEXT_ATTRIBUTES",

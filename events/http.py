@@ -25,9 +25,9 @@ from enum import StrEnum
 from typing import Any, Final, TypeAlias
 from urllib.parse import unquote_to_bytes
 
-from events._errors import InvalidEventError
-from events._event import CloudEvent, is_json_media_type, is_text_media_type
-from events._validation import AttributeValue, attribute_text, validate_attributes
+from agentfn.events._errors import InvalidEventError
+from agentfn.events._event import CloudEvent, is_json_media_type, is_text_media_type
+from agentfn.events._validation import AttributeValue, attribute_text, validate_attributes
 
 __all__ = [
     "BATCH_CONTENT_TYPE",

@@ -14,11 +14,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
-from events._errors import InvalidEventError
-from events._event import CloudEvent
-from events._validation import attribute_text, validate_attributes
-from events.extensions import PARTITION_KEY
-from events.http import (
+from agentfn.events._errors import InvalidEventError
+from agentfn.events._event import CloudEvent
+from agentfn.events._validation import attribute_text, validate_attributes
+from agentfn.events.extensions import PARTITION_KEY
+from agentfn.events.http import (
     STRUCTURED_CONTENT_TYPE,
     UnsupportedContentModeError,
     decode_data,

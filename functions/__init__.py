@@ -5,7 +5,7 @@ plane), with idempotency by CloudEvent identity, circuit breakers on outbound ca
 and metrics::
 
     from pydantic import BaseModel
-    from functions import Agent, Context
+    from agentfn.functions import Agent, Context
 
     class Question(BaseModel):
         text: str
@@ -22,7 +22,7 @@ and metrics::
 Serve it with ``agentfn serve module:agent``, ``uvicorn module:agent``, or functions-framework
 (``function = agent.http_function()``; ``functions-framework --asgi --target=function``).
 
-The names below are imported when first used (PEP 562), so ``import functions.cli`` and the
+The names below are imported when first used (PEP 562), so ``import agentfn.functions.cli`` and the
 commands that never serve an agent do not pay for the runtime's imports.
 """
 
@@ -32,9 +32,9 @@ import importlib
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
-    from functions._agent import Agent
-    from functions._asgi import AgentApp
-    from functions._breaker import (
+    from agentfn.functions._agent import Agent
+    from agentfn.functions._asgi import AgentApp
+    from agentfn.functions._breaker import (
         BreakerPolicy,
         BreakerState,
         BreakerStore,
@@ -42,8 +42,8 @@ if TYPE_CHECKING:
         InMemoryBreakerStore,
         RedisBreakerStore,
     )
-    from functions._context import Context
-    from functions._errors import (
+    from agentfn.functions._context import Context
+    from agentfn.functions._errors import (
         AgentDefinitionError,
         CircuitOpenError,
         PublishError,
@@ -51,24 +51,24 @@ if TYPE_CHECKING:
         StoreUnavailableError,
         UnavailableError,
     )
-    from functions._hints import Delivery, Resources, Scaling
-    from functions._idempotency import (
+    from agentfn.functions._hints import Delivery, Resources, Scaling
+    from agentfn.functions._idempotency import (
         Claim,
         ClaimState,
         IdempotencyStore,
         InMemoryIdempotencyStore,
         RedisIdempotencyStore,
     )
-    from functions._publisher import HTTPClient, HttpPublisher, HTTPResponse, Publisher
-    from functions._spec import AgentSpec, HandlerSpec
-    from functions._tracing import configure_from_env as configure_tracing
-    from functions.settings import Settings
+    from agentfn.functions._publisher import HTTPClient, HttpPublisher, HTTPResponse, Publisher
+    from agentfn.functions._spec import AgentSpec, HandlerSpec
+    from agentfn.functions._tracing import configure_from_env as configure_tracing
+    from agentfn.functions.settings import Settings
 
 #: Module -> the public names it defines (``configure_tracing`` is its configure_from_env).
 _MODULES: Final = {
-    "functions._agent": ("Agent",),
-    "functions._asgi": ("AgentApp",),
-    "functions._breaker": (
+    "agentfn.functions._agent": ("Agent",),
+    "agentfn.functions._asgi": ("AgentApp",),
+    "agentfn.functions._breaker": (
         "BreakerPolicy",
         "BreakerState",
         "BreakerStore",
@@ -76,8 +76,8 @@ _MODULES: Final = {
         "InMemoryBreakerStore",
         "RedisBreakerStore",
     ),
-    "functions._context": ("Context",),
-    "functions._errors": (
+    "agentfn.functions._context": ("Context",),
+    "agentfn.functions._errors": (
         "AgentDefinitionError",
         "CircuitOpenError",
         "PublishError",
@@ -85,18 +85,18 @@ _MODULES: Final = {
         "StoreUnavailableError",
         "UnavailableError",
     ),
-    "functions._hints": ("Delivery", "Resources", "Scaling"),
-    "functions._idempotency": (
+    "agentfn.functions._hints": ("Delivery", "Resources", "Scaling"),
+    "agentfn.functions._idempotency": (
         "Claim",
         "ClaimState",
         "IdempotencyStore",
         "InMemoryIdempotencyStore",
         "RedisIdempotencyStore",
     ),
-    "functions._publisher": ("HTTPClient", "HttpPublisher", "HTTPResponse", "Publisher"),
-    "functions._spec": ("AgentSpec", "HandlerSpec"),
-    "functions._tracing": ("configure_tracing",),
-    "functions.settings": ("Settings",),
+    "agentfn.functions._publisher": ("HTTPClient", "HttpPublisher", "HTTPResponse", "Publisher"),
+    "agentfn.functions._spec": ("AgentSpec", "HandlerSpec"),
+    "agentfn.functions._tracing": ("configure_tracing",),
+    "agentfn.functions.settings": ("Settings",),
 }
 _EXPORTS: Final = {name: module for module, names in _MODULES.items() for name in names}
 _RENAMED: Final = {"configure_tracing": "configure_from_env"}

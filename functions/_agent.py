@@ -10,21 +10,19 @@ from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequen
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
+from agentfn.events import CloudEvent, InvalidEventError, validate_attributes
+from agentfn.functions._asgi import AgentApp
+from agentfn.functions._errors import AgentDefinitionError
+from agentfn.functions._hints import Delivery, Resources, Scaling
+from agentfn.functions._spec import AgentSpec, HandlerSpec
 from pydantic import BaseModel
 
-from events import CloudEvent, InvalidEventError, validate_attributes
-from functions._asgi import AgentApp
-from functions._errors import AgentDefinitionError
-from functions._hints import Delivery, Resources, Scaling
-from functions._spec import AgentSpec, HandlerSpec
-
 if TYPE_CHECKING:
+    from agentfn.functions._breaker import CircuitBreakers
+    from agentfn.functions._idempotency import IdempotencyStore
+    from agentfn.functions._publisher import Publisher
+    from agentfn.functions.settings import Settings
     from opentelemetry.trace import TracerProvider
-
-    from functions._breaker import CircuitBreakers
-    from functions._idempotency import IdempotencyStore
-    from functions._publisher import Publisher
-    from functions.settings import Settings
 
 __all__ = ["Agent"]
 
@@ -100,7 +98,7 @@ class Agent:
         """Register the decorated function as the handler of ``event_type``.
 
         The handler takes the payload (validated against ``input``, or the annotation of its
-        first parameter; annotate :class:`events.CloudEvent` to get the raw event) and
+        first parameter; annotate :class:`agentfn.events.CloudEvent` to get the raw event) and
         optionally a :class:`Context`. It returns a model of one of the ``emits`` types (the
         reply), a list of them (each published to the broker; the answer carries none), or
         ``None``. ``filters`` are exact attribute matches, like a Trigger's
@@ -286,6 +284,6 @@ def _inspect_handler(
     else:
         raise AgentDefinitionError(
             f"handler {name}: annotate its first parameter with a pydantic model (or "
-            "events.CloudEvent), or pass input=Model"
+            "agentfn.events.CloudEvent), or pass input=Model"
         )
     return model, len(positional) == 2

@@ -4,7 +4,7 @@
 
 =====  ===============================================================================
 200    the reply CloudEvent: binary mode, or structured when a string attribute would
-       need percent-encoding in a header (:func:`events.to_http`)
+       need percent-encoding in a header (:func:`agentfn.events.to_http`)
 202    handled, no reply (or the emitted events were published to the broker)
 400    not a valid CloudEvent (or none at all), a batch of several, or no handler
        consumes its type
@@ -36,12 +36,7 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
-from opentelemetry import context as otel_context
-from opentelemetry import trace
-from opentelemetry.trace import Span, StatusCode, TracerProvider
-from pydantic import BaseModel, ValidationError
-
-from events import (
+from agentfn.events import (
     SPEC_VERSION,
     CloudEvent,
     InvalidEventError,
@@ -53,11 +48,11 @@ from events import (
     to_binary,
     to_http,
 )
-from events.http import header_safe
-from functions._breaker import BreakerPolicy, CircuitBreakers, RedisBreakerStore
-from functions._context import Context
-from functions._errors import CircuitOpenError, RetryableError, StoreUnavailableError
-from functions._idempotency import (
+from agentfn.events.http import header_safe
+from agentfn.functions._breaker import BreakerPolicy, CircuitBreakers, RedisBreakerStore
+from agentfn.functions._context import Context
+from agentfn.functions._errors import CircuitOpenError, RetryableError, StoreUnavailableError
+from agentfn.functions._idempotency import (
     ClaimState,
     IdempotencyStore,
     InMemoryIdempotencyStore,
@@ -66,11 +61,15 @@ from functions._idempotency import (
     new_token,
     redis_client,
 )
-from functions._metrics import AgentMetrics, FailureKind, TypeMetrics
-from functions._publisher import HttpPublisher, Publisher, SessionPool, is_connection_error
-from functions._spec import AgentSpec, HandlerSpec
-from functions._tracing import ATTR_DUPLICATE, Tracing, configure_from_env
-from functions.settings import Settings
+from agentfn.functions._metrics import AgentMetrics, FailureKind, TypeMetrics
+from agentfn.functions._publisher import HttpPublisher, Publisher, SessionPool, is_connection_error
+from agentfn.functions._spec import AgentSpec, HandlerSpec
+from agentfn.functions._tracing import ATTR_DUPLICATE, Tracing, configure_from_env
+from agentfn.functions.settings import Settings
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Span, StatusCode, TracerProvider
+from pydantic import BaseModel, ValidationError
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -578,8 +577,8 @@ class AgentApp:
         valid by construction: type and source were checked when the agent was declared, the
         chain id and trace context come from a validated event or are minted here. A value
         binary mode would percent-encode sends the reply structured instead, built as
-        :meth:`outgoing` builds it: the rule of :func:`events.to_http`, which SDKs that never
-        percent-decode (JavaScript, Go, Java) read intact.
+        :meth:`outgoing` builds it: the rule of :func:`agentfn.events.to_http`, which SDKs that
+        never percent-decode (JavaScript, Go, Java) read intact.
         """
         static = self._reply_headers[_emitted_type(ctx.handler, payload, None)]
         carried = [(_CHAIN_HEADER, ctx.chain_id)]

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import TYPE_CHECKING, Final, Protocol, TypeVar
 
-from functions._errors import CircuitOpenError, UnavailableError
+from agentfn.functions._errors import CircuitOpenError, UnavailableError
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis

@@ -7,20 +7,18 @@ from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 
+from agentfn.events import AttributeValue, CloudEvent
+from agentfn.functions._breaker import CircuitBreakers
+from agentfn.functions._publisher import HTTPClient
+from agentfn.functions._spec import HandlerSpec
+from agentfn.functions._tracing import trace_headers
+from agentfn.functions.settings import Settings
 from opentelemetry.trace import Span
 from pydantic import BaseModel
 
-from events import AttributeValue, CloudEvent
-from functions._breaker import CircuitBreakers
-from functions._publisher import HTTPClient
-from functions._spec import HandlerSpec
-from functions._tracing import trace_headers
-from functions.settings import Settings
-
 if TYPE_CHECKING:
+    from agentfn.functions._asgi import AgentApp
     from redis.asyncio import Redis
-
-    from functions._asgi import AgentApp
 
 __all__ = ["Context"]
 

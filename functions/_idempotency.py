@@ -33,7 +33,7 @@ from enum import Enum
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final, Protocol
 
-from functions._errors import StoreUnavailableError
+from agentfn.functions._errors import StoreUnavailableError
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis

@@ -11,7 +11,7 @@ import re
 from datetime import timedelta
 from typing import Any, Final
 
-from functions._spec import AgentSpec
+from agentfn.functions._spec import AgentSpec
 
 __all__ = ["DELIVERY_ORDER_ANNOTATION", "iso_duration", "trigger_documents"]
 

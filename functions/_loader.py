@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-from functions._agent import Agent
+from agentfn.functions._agent import Agent
 
 __all__ = ["DiscoveredAgent", "discover_agents", "load_agent"]
 

@@ -11,10 +11,9 @@ from collections.abc import Iterable
 from enum import StrEnum
 from typing import Final
 
+from agentfn.functions._breaker import BreakerState
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
-
-from functions._breaker import BreakerState
 
 __all__ = ["AgentMetrics", "FailureKind", "TypeMetrics"]
 

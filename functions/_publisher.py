@@ -16,9 +16,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from events import CloudEvent, to_http
-from functions._breaker import CircuitBreakers
-from functions._errors import PublishError, UnavailableError
+from agentfn.events import CloudEvent, to_http
+from agentfn.functions._breaker import CircuitBreakers
+from agentfn.functions._errors import PublishError, UnavailableError
 
 if TYPE_CHECKING:
     import aiohttp
@@ -99,7 +99,7 @@ class HttpPublisher:
     """POSTs events to a broker ingress (``http://host/<ns>/<broker>``).
 
     Binary mode, or structured where a string would need percent-encoding in a header
-    (:func:`events.to_http`): Knative's own ingress does not decode it, and would store the
+    (:func:`agentfn.events.to_http`): Knative's own ingress does not decode it, and would store the
     ``%20`` for every consumer to read.
 
     The broker answering 2xx means it holds the event. 404/408/409/429, 5xx and unreachable

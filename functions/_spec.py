@@ -7,10 +7,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from agentfn.events import attribute_text
+from agentfn.functions._hints import Delivery, Resources, Scaling
 from pydantic import BaseModel
-
-from events import attribute_text
-from functions._hints import Delivery, Resources, Scaling
 
 __all__ = ["AgentSpec", "HandlerSpec"]
 
@@ -19,7 +18,7 @@ __all__ = ["AgentSpec", "HandlerSpec"]
 class HandlerSpec:
     """One handler: the event types (and exact-match attribute filters) it consumes.
 
-    ``input_model`` is ``None`` when the handler takes the raw :class:`events.CloudEvent`.
+    ``input_model`` is ``None`` when the handler takes the raw :class:`agentfn.events.CloudEvent`.
     ``emits`` maps each event type it may emit to the payload model of that type.
     """
 

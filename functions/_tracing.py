@@ -18,6 +18,7 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Final
 
+from agentfn.events import CloudEvent, extensions
 from opentelemetry import trace
 from opentelemetry.trace import (
     INVALID_SPAN,
@@ -30,8 +31,6 @@ from opentelemetry.trace import (
     TracerProvider,
 )
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-
-from events import CloudEvent, extensions
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context as TraceContext

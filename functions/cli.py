@@ -1,6 +1,6 @@
 """The ``agentfn`` command line: the one place that composes brokers and agents.
 
-Each command lives in its own module under :mod:`functions._cli`, imported only when that
+Each command lives in its own module under :mod:`agentfn.functions._cli`, imported only when that
 command runs (or when help lists it): ``agentfn serve``, the process Knative scales from zero,
 never pays for the broker's imports, nor ``agentfn send`` for uvicorn's.
 """
@@ -17,14 +17,14 @@ from typer.core import TyperGroup
 
 __all__ = ["COMMANDS", "app", "main"]
 
-#: Command name -> module of :mod:`functions._cli` defining a function of that name, in the
+#: Command name -> module of :mod:`agentfn.functions._cli` defining a function of that name, in the
 #: order ``agentfn --help`` lists them.
 COMMANDS: Final = ("send", "display", "broker", "serve", "agents", "dev")
 
 
 def _load(name: str) -> Any:
-    """The click command of ``functions._cli.<name>``, importing that module now."""
-    function = getattr(importlib.import_module(f"functions._cli.{name}"), name)
+    """The click command of ``agentfn.functions._cli.<name>``, importing that module now."""
+    function = getattr(importlib.import_module(f"agentfn.functions._cli.{name}"), name)
     # Built as a one-command Typer with the root's settings: what `app.command()(function)`
     # registered before, so every command's help and options stay the same.
     single = typer.Typer(

@@ -6,7 +6,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 
-from events import CloudEvent, DeliveryFormat, InvalidEventError, from_http, to_http
+from agentfn.events import CloudEvent, DeliveryFormat, InvalidEventError, from_http, to_http
 
 __all__ = ["SendResult", "send_event"]
 
@@ -27,7 +27,7 @@ def send_event(
 ) -> SendResult:
     """POST ``event`` to ``url`` and read the answer.
 
-    ``format`` forces structured (``json``) or binary mode; unset, :func:`events.to_http`
+    ``format`` forces structured (``json``) or binary mode; unset, :func:`agentfn.events.to_http`
     picks: binary, or structured where a string would need percent-encoding in a header.
     A 2xx answer that carries a CloudEvent is parsed into ``reply``; one that carries something
     else sets ``reply_error``. Connection failures raise ``OSError`` (``URLError``).

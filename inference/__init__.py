@@ -4,6 +4,6 @@ The KServe and PyTorch parts are optional extras (``agentfn[kserve]``, ``agentfn
 :func:`import_optional` loads them with an error that names the extra to install.
 """
 
-from inference._optional import EXTRAS, MissingExtraError, import_optional
+from agentfn.inference._optional import EXTRAS, MissingExtraError, import_optional
 
 __all__ = ["EXTRAS", "MissingExtraError", "import_optional"]

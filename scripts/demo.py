@@ -38,7 +38,7 @@ from rich.rule import Rule
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from events import CloudEvent, from_http, to_binary  # noqa: E402
+from agentfn.events import CloudEvent, from_http, to_binary  # noqa: E402
 
 console = Console(width=120, highlight=False)
 
@@ -141,7 +141,7 @@ async def main() -> None:
     ingress = f"http://127.0.0.1:{port}/default/default"
     data_dir = tempfile.mkdtemp(prefix="agentfn-demo-")
     dev = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "functions.cli", "dev",
+        sys.executable, "-m", "agentfn.functions.cli", "dev",
         "--port", str(port), "--data-dir", data_dir,
         "--triggers", str(ROOT / "knative" / "triggers.yaml"),
         "--service", f"reports=http://127.0.0.1:{reports.port}/",

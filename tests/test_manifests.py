@@ -13,10 +13,9 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-
-from brokers.config import load_topology
-from functions._knative import trigger_documents
-from functions._loader import discover_agents
+from agentfn.brokers.config import load_topology
+from agentfn.functions._knative import trigger_documents
+from agentfn.functions._loader import discover_agents
 
 PROJECT = Path(__file__).resolve().parents[1]
 CRD_FILES = {"Broker": "broker.yaml", "Trigger": "trigger.yaml"}
@@ -79,7 +78,7 @@ def test_the_embedded_broker_reads_the_same_manifests() -> None:
 
 
 def test_generated_triggers_of_the_reference_agents_are_valid(shared_spec: Path) -> None:
-    agents, errors = discover_agents("functions.agents")
+    agents, errors = discover_agents("agentfn.functions.agents")
     assert errors == []
     assert {a.agent.spec.name for a in agents} == {"planner", "worker", "aggregator", "flaky"}
     for found in agents:

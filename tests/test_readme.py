@@ -6,8 +6,7 @@ import re
 from pathlib import Path
 
 import httpx
-
-from events import CloudEvent, from_http, to_binary
+from agentfn.events import CloudEvent, from_http, to_binary
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 

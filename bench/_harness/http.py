@@ -12,7 +12,7 @@ import json
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-from brokers._http1 import Http1Pool
+from agentfn.brokers._http1 import Http1Pool
 
 #: Keep-alive connections of a bulk send (the same philosophy as the peers' producers: as
 #: many requests in flight as it takes to keep the receiver busy).

@@ -22,11 +22,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from agentfn.brokers.inprocess import inprocess_url
+
 from bench._harness import procs
 from bench._harness.core import ColdStart, Env, Knobs, Running, Workload, system_run
 from bench._harness.http import CONCURRENCY, CloudEventSender
 from bench.agents import AGENT_NAME, HOP_TYPES
-from brokers.inprocess import inprocess_url
 
 SCENARIOS = frozenset({"throughput", "latency", "retry", "cold_start", "idempotency", "profile"})
 #: Tansu answers a pending fetch only after about half its wait even when records arrive (Apache

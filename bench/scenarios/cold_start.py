@@ -18,12 +18,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from agentfn.brokers._http1 import RequestFailedError
+
 from bench._harness import procs
 from bench._harness.core import ColdStartable, Column, Env, ScenarioSummary, System
 from bench._harness.http import CloudEventSender
 from bench._harness.work import new_payload
 from bench.scenarios.throughput import ratio_notes
-from brokers._http1 import RequestFailedError
 
 IDLE_S = 1.0
 

@@ -28,8 +28,13 @@ Boolean, which only ``BOOL`` makes, as the CESQL TCK has it: ``NOT 10`` is ``tru
 ``BOOL(10)`` is ``true`` with none. The Go SDK casts ``NOT 10`` to ``false`` instead.
 """
 
-from brokers.cesql._errors import CesqlParseError, ErrorKind
-from brokers.cesql._expression import CompiledExpression, EvaluationResult, compile, evaluate
+from agentfn.brokers.cesql._errors import CesqlParseError, ErrorKind
+from agentfn.brokers.cesql._expression import (
+    CompiledExpression,
+    EvaluationResult,
+    compile,
+    evaluate,
+)
 
 __all__ = [
     "CesqlParseError",

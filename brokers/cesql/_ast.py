@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from brokers.cesql._values import Value
+from agentfn.brokers.cesql._values import Value
 
 
 @dataclass(frozen=True, slots=True)

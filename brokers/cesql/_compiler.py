@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Final, cast
 
-from brokers.cesql._ast import (
+from agentfn.brokers.cesql._ast import (
     Attribute,
     Binary,
     Call,
@@ -45,10 +45,10 @@ from brokers.cesql._ast import (
     Node,
     Not,
 )
-from brokers.cesql._errors import CAST, MATH, MISSING_ATTRIBUTE, MISSING_FUNCTION
-from brokers.cesql._functions import resolve
-from brokers.cesql._like import compile_like
-from brokers.cesql._values import (
+from agentfn.brokers.cesql._errors import CAST, MATH, MISSING_ATTRIBUTE, MISSING_FUNCTION
+from agentfn.brokers.cesql._functions import resolve
+from agentfn.brokers.cesql._like import compile_like
+from agentfn.brokers.cesql._values import (
     IMPLICIT_OF_CLASS,
     INT_MAX,
     INT_MIN,

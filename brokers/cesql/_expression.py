@@ -6,9 +6,9 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import NamedTuple
 
-from brokers.cesql._compiler import compile_tree
-from brokers.cesql._errors import PARSE, CesqlParseError
-from brokers.cesql._parser import parse
+from agentfn.brokers.cesql._compiler import compile_tree
+from agentfn.brokers.cesql._errors import PARSE, CesqlParseError
+from agentfn.brokers.cesql._parser import parse
 
 
 class EvaluationResult(NamedTuple):

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from brokers.cesql._errors import FUNCTION_EVALUATION, MATH
-from brokers.cesql._values import (
+from agentfn.brokers.cesql._errors import FUNCTION_EVALUATION, MATH
+from agentfn.brokers.cesql._values import (
     INT_MAX,
     INT_MIN,
     Type,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from enum import Enum, auto
 from typing import Final
 
-from brokers.cesql._errors import CesqlParseError
+from agentfn.brokers.cesql._errors import CesqlParseError
 
 
 class Tok(Enum):

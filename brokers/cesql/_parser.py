@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from brokers.cesql._ast import (
+from agentfn.brokers.cesql._ast import (
     Attribute,
     Binary,
     Call,
@@ -30,9 +30,9 @@ from brokers.cesql._ast import (
     Node,
     Not,
 )
-from brokers.cesql._errors import CesqlParseError
-from brokers.cesql._lexer import Tok, Token, tokenize
-from brokers.cesql._values import INT_MAX, INT_MIN
+from agentfn.brokers.cesql._errors import CesqlParseError
+from agentfn.brokers.cesql._lexer import Tok, Token, tokenize
+from agentfn.brokers.cesql._values import INT_MAX, INT_MIN
 
 # Deeper trees are refused rather than risking RecursionError in the parser, the compiler or
 # an evaluation; a hundred levels is far beyond any filter a person writes.

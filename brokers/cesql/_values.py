@@ -20,7 +20,7 @@ from collections.abc import Callable
 from enum import Enum
 from typing import Final
 
-from brokers.cesql._errors import CAST
+from agentfn.brokers.cesql._errors import CAST
 
 Value = bool | int | str
 Caster = Callable[[Value, list[str]], Value]

@@ -8,10 +8,9 @@ import sys
 from typing import Annotated
 
 import typer
+from agentfn.functions._loader import discover_agents
 from rich.console import Console
 from rich.table import Table
-
-from functions._loader import discover_agents
 
 console = Console()
 errors_console = Console(stderr=True)
@@ -23,7 +22,7 @@ _Path = Annotated[
 _Json = Annotated[bool, typer.Option("--json", help="Print JSON (one object per agent)")]
 
 
-def agents(path: _Path = "functions.agents", as_json: _Json = False) -> None:
+def agents(path: _Path = "agentfn.functions.agents", as_json: _Json = False) -> None:
     """List the agents declared under PATH with their event types and deployment hints."""
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())

@@ -9,14 +9,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from agentfn.brokers.config import ConfigError, load_topology, parse_documents
+from agentfn.brokers.embedded import SqliteEventLog
+from agentfn.brokers.log import EventLog, StoreUnavailableError
+from agentfn.brokers.server import BrokerServer
+from agentfn.brokers.settings import BrokerSettings
+from agentfn.functions._cli._process import tune_gc_for_serving
 from rich.console import Console
-
-from brokers.config import ConfigError, load_topology, parse_documents
-from brokers.embedded import SqliteEventLog
-from brokers.log import EventLog, StoreUnavailableError
-from brokers.server import BrokerServer
-from brokers.settings import BrokerSettings
-from functions._cli._process import tune_gc_for_serving
 
 console = Console(stderr=True)
 
@@ -122,7 +121,11 @@ def broker(
         event_log: EventLog
         if kafka is not None or kafka_config is not None:
             # Imported here: kafka-python costs every other command a tenth of a second.
-            from brokers.kafka import RECORD_OVERHEAD_BYTES, KafkaBrokerConfig, KafkaEventLog
+            from agentfn.brokers.kafka import (
+                RECORD_OVERHEAD_BYTES,
+                KafkaBrokerConfig,
+                KafkaEventLog,
+            )
 
             config = (
                 KafkaBrokerConfig.from_configmap(kafka_config)

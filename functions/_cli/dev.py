@@ -8,8 +8,8 @@ the broker's ingress over HTTP (``AGENTFN_BROKER_URL``), never by import.
 ``--in-process`` hosts the agents in the broker's process instead: a Trigger whose subscriber
 is an agent (a Service ref by name, or ``inprocess://NAME``) is delivered by a call into the
 agent's runtime, with the answers and the delivery policy of the HTTP path (see
-:mod:`brokers.inprocess`). One process, no agent ports: the fastest way to run on one machine,
-and the least like a cluster (a handler that blocks the event loop stalls every agent).
+:mod:`agentfn.brokers.inprocess`). One process, no agent ports: the fastest way to run on one
+machine, and the least like a cluster (a handler that blocks the event loop stalls every agent).
 """
 
 from __future__ import annotations
@@ -26,20 +26,19 @@ from typing import Annotated, Any
 
 import aiohttp
 import typer
+from agentfn.brokers.config import ConfigError, load_topology, parse_documents
+from agentfn.brokers.embedded import SqliteEventLog
+from agentfn.brokers.inprocess import LocalSubscriber, inprocess_url
+from agentfn.brokers.server import BrokerServer
+from agentfn.brokers.settings import BrokerSettings
+from agentfn.functions._asgi import AgentApp
+from agentfn.functions._cli._process import tune_gc_for_serving
+from agentfn.functions._cli.broker import parse_services
+from agentfn.functions._knative import trigger_documents
+from agentfn.functions._loader import DiscoveredAgent, discover_agents
+from agentfn.functions.settings import Settings
 from rich.console import Console
 from rich.table import Table
-
-from brokers.config import ConfigError, load_topology, parse_documents
-from brokers.embedded import SqliteEventLog
-from brokers.inprocess import LocalSubscriber, inprocess_url
-from brokers.server import BrokerServer
-from brokers.settings import BrokerSettings
-from functions._asgi import AgentApp
-from functions._cli._process import tune_gc_for_serving
-from functions._cli.broker import parse_services
-from functions._knative import trigger_documents
-from functions._loader import DiscoveredAgent, discover_agents
-from functions.settings import Settings
 
 console = Console(highlight=False)
 
@@ -119,7 +118,7 @@ async def _run(
                 agent_port = _free_port(host)
                 name = found.agent.spec.name
                 process = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "functions.cli", "--log-level", "INFO", "serve",
+                    sys.executable, "-m", "agentfn.functions.cli", "--log-level", "INFO", "serve",
                     found.target, "--port", str(agent_port), "--host", host,
                     env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
                 )  # fmt: skip
@@ -215,7 +214,7 @@ def dev(
 ) -> None:
     """Run the embedded broker and every agent locally, routed like on Knative."""
     found: list[DiscoveredAgent] = []
-    for target in targets or ["functions.agents"]:
+    for target in targets or ["agentfn.functions.agents"]:
         try:
             agents, errors = discover_agents(target)
         except (ModuleNotFoundError, LookupError) as missing:

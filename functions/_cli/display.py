@@ -8,9 +8,8 @@ from typing import Annotated, Any
 
 import typer
 import uvicorn
+from agentfn.events import InvalidEventError, from_http
 from rich.console import Console
-
-from events import InvalidEventError, from_http
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]

@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from agentfn.events import CloudEvent, DeliveryFormat, InvalidEventError
+from agentfn.functions.client import send_event
 from rich.console import Console
-
-from events import CloudEvent, DeliveryFormat, InvalidEventError
-from functions.client import send_event
 
 console = Console()
 

@@ -8,10 +8,9 @@ from typing import Annotated
 
 import typer
 import uvicorn
-
-from functions._cli._process import tune_gc_for_serving
-from functions._loader import load_agent
-from functions.settings import Settings
+from agentfn.functions._cli._process import tune_gc_for_serving
+from agentfn.functions._loader import load_agent
+from agentfn.functions.settings import Settings
 
 _Target = Annotated[
     str, typer.Argument(help="MODULE:AGENT (dotted module or .py file; AGENT defaults to 'agent')")

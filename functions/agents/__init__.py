@@ -5,6 +5,6 @@ the broker; ``worker`` analyses a chunk (word and sentence counts, term frequenc
 sentence); ``aggregator`` joins the results of one chain (keyed by chain id, idempotently) into
 a report; ``flaky`` fails the first attempts of each event on purpose, for the retry demo.
 
-Each module declares ``agent`` (serve with ``agentfn serve functions.agents.worker``) and
+Each module declares ``agent`` (serve with ``agentfn serve agentfn.functions.agents.worker``) and
 ``function`` (``functions-framework --asgi --target=function --source=.../worker.py``).
 """

@@ -14,16 +14,15 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Final, Protocol
 
-from redis.asyncio import Redis
-
-from functions import Agent, Context, Delivery, Scaling
-from functions.agents.models import (
+from agentfn.functions import Agent, Context, Delivery, Scaling
+from agentfn.functions.agents.models import (
     REPORT_READY,
     WORK_COMPLETED,
     ReportReady,
     TermCount,
     WorkCompleted,
 )
+from redis.asyncio import Redis
 
 __all__ = ["InMemoryJoins", "Joins", "RedisJoins", "agent", "build_report", "function", "join"]
 

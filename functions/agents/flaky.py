@@ -13,9 +13,9 @@ from collections import OrderedDict
 from datetime import timedelta
 from typing import Final
 
-from functions import Agent, Context, Delivery, RetryableError
-from functions.agents import _text
-from functions.agents.models import (
+from agentfn.functions import Agent, Context, Delivery, RetryableError
+from agentfn.functions.agents import _text
+from agentfn.functions.agents.models import (
     FLAKY_COMPLETED,
     FLAKY_REQUESTED,
     FlakyCompleted,

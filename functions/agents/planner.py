@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from functions import Agent, Context, Delivery, Scaling
-from functions.agents import _text
-from functions.agents.models import TASK_SUBMITTED, WORK_REQUESTED, TaskSubmitted, WorkRequested
+from agentfn.functions import Agent, Context, Delivery, Scaling
+from agentfn.functions.agents import _text
+from agentfn.functions.agents.models import (
+    TASK_SUBMITTED,
+    WORK_REQUESTED,
+    TaskSubmitted,
+    WorkRequested,
+)
 
 __all__ = ["agent", "function", "plan"]
 

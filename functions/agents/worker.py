@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from functions import Agent, Delivery, Resources, Scaling
-from functions.agents import _text
-from functions.agents.models import (
+from agentfn.functions import Agent, Delivery, Resources, Scaling
+from agentfn.functions.agents import _text
+from agentfn.functions.agents.models import (
     WORK_COMPLETED,
     WORK_REQUESTED,
     TermCount,

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import uvicorn
+from agentfn.brokers._serving import serve_in_loop
+from agentfn.events import CloudEvent, from_http, to_binary
 
-from brokers._serving import serve_in_loop
-from events import CloudEvent, from_http, to_binary
 from tests._servers import read_body
 
 

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from agentfn.brokers.kafka import KafkaEventLog
 
-from brokers.kafka import KafkaEventLog
 from tests._servers import free_port, wait_for_port
 from tests.brokers.contract import agentfn_command
 

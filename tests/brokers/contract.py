@@ -21,20 +21,20 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
-
-from brokers.config import parse_documents
-from brokers.delivery import RetryWait, WaitReason
-from brokers.log import EventLog
-from brokers.retries import RetryRecord, ScheduledRetry
-from brokers.server import BrokerServer
-from brokers.settings import BrokerSettings
-from events import CloudEvent, to_batch, to_binary, to_structured
-from events.extensions import (
+from agentfn.brokers.config import parse_documents
+from agentfn.brokers.delivery import RetryWait, WaitReason
+from agentfn.brokers.log import EventLog
+from agentfn.brokers.retries import RetryRecord, ScheduledRetry
+from agentfn.brokers.server import BrokerServer
+from agentfn.brokers.settings import BrokerSettings
+from agentfn.events import CloudEvent, to_batch, to_binary, to_structured
+from agentfn.events.extensions import (
     KNATIVE_BROKER_TTL,
     KNATIVE_ERROR_CODE,
     KNATIVE_ERROR_DATA,
     KNATIVE_ERROR_DEST,
 )
+
 from tests._servers import free_port, wait_for_port
 from tests._waiting import async_wait_until
 from tests.brokers._subscribers import Answer, Subscriber

@@ -10,8 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
-
-from brokers.config import (
+from agentfn.brokers.config import (
     DEFAULT_BROKER,
     DELIVERY_ORDER_ANNOTATION,
     BrokerSpec,
@@ -22,8 +21,13 @@ from brokers.config import (
     load_topology,
     parse_documents,
 )
-from brokers.delivery import KNATIVE_DEFAULT_DELIVERY, BackoffPolicy, DeliveryPolicy, Destination
-from brokers.filters import match_all
+from agentfn.brokers.delivery import (
+    KNATIVE_DEFAULT_DELIVERY,
+    BackoffPolicy,
+    DeliveryPolicy,
+    Destination,
+)
+from agentfn.brokers.filters import match_all
 
 API = "eventing.knative.dev/v1"
 

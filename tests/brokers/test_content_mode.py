@@ -24,20 +24,20 @@ from typing import Any
 import aiohttp
 import pytest
 import uvicorn
+from agentfn.brokers._serving import serve_in_loop
+from agentfn.brokers.config import ConfigError, parse_documents
+from agentfn.brokers.embedded import SqliteEventLog
+from agentfn.brokers.server import BrokerServer
+from agentfn.events import CloudEvent, DeliveryFormat, from_http, to_structured
+from agentfn.events.extensions import CHAIN_ID, KNATIVE_ERROR_CODE
+from agentfn.events.http import STRUCTURED_CONTENT_TYPE
+from agentfn.functions import Agent, Context, Settings
+from agentfn.functions._knative import trigger_documents
+from agentfn.functions.cli import app as cli
+from agentfn.functions.client import send_event
 from pydantic import BaseModel
 from typer.testing import CliRunner
 
-from brokers._serving import serve_in_loop
-from brokers.config import ConfigError, parse_documents
-from brokers.embedded import SqliteEventLog
-from brokers.server import BrokerServer
-from events import CloudEvent, DeliveryFormat, from_http, to_structured
-from events.extensions import CHAIN_ID, KNATIVE_ERROR_CODE
-from events.http import STRUCTURED_CONTENT_TYPE
-from functions import Agent, Context, Settings
-from functions._knative import trigger_documents
-from functions.cli import app as cli
-from functions.client import send_event
 from tests._servers import free_port, read_body
 from tests._waiting import async_wait_until
 from tests.brokers.contract import RunningBroker, settled, trigger

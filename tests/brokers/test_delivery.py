@@ -9,10 +9,7 @@ from email.utils import format_datetime
 from typing import Any
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-
-from brokers.delivery import (
+from agentfn.brokers.delivery import (
     KNATIVE_DEFAULT_DELIVERY,
     BackoffPolicy,
     DeliveryPolicy,
@@ -23,7 +20,9 @@ from brokers.delivery import (
     parse_duration,
     parse_retry_after,
 )
-from brokers.retries import RetryRecord, ScheduledRetry
+from agentfn.brokers.retries import RetryRecord, ScheduledRetry
+from hypothesis import given
+from hypothesis import strategies as st
 
 NOW = datetime(2025, 3, 14, 12, 0, 0, tzinfo=UTC)
 

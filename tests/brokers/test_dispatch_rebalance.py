@@ -10,14 +10,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 
-from brokers._dispatch import DispatchLimits, TriggerDispatcher
-from brokers._sender import Sender
-from brokers.config import TriggerSpec
-from brokers.delivery import BackoffPolicy, DeliveryPolicy, Destination
-from brokers.filters import match_all
-from brokers.log import LogRecord
-from brokers.metrics import BrokerMetrics
-from events import CloudEvent
+from agentfn.brokers._dispatch import DispatchLimits, TriggerDispatcher
+from agentfn.brokers._sender import Sender
+from agentfn.brokers.config import TriggerSpec
+from agentfn.brokers.delivery import BackoffPolicy, DeliveryPolicy, Destination
+from agentfn.brokers.filters import match_all
+from agentfn.brokers.log import LogRecord
+from agentfn.brokers.metrics import BrokerMetrics
+from agentfn.events import CloudEvent
+
 from tests._waiting import async_wait_until
 from tests.brokers._subscribers import Answer, Subscriber
 

@@ -6,9 +6,9 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from agentfn.brokers.embedded import SqliteEventLog
+from agentfn.brokers.log import EventLog
 
-from brokers.embedded import SqliteEventLog
-from brokers.log import EventLog
 from tests.brokers.contract import (
     BrokerContract,
     RunningBroker,

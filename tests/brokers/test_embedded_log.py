@@ -7,10 +7,10 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from agentfn.brokers.embedded import SqliteEventLog
+from agentfn.brokers.log import StoreUnavailableError
+from agentfn.events import CloudEvent
 
-from brokers.embedded import SqliteEventLog
-from brokers.log import StoreUnavailableError
-from events import CloudEvent
 from tests._waiting import async_wait_until
 
 

@@ -6,10 +6,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
+from agentfn.brokers.filters import TriggerFilter, compile_filter, match_all
 from hypothesis import given
 from hypothesis import strategies as st
-
-from brokers.filters import TriggerFilter, compile_filter, match_all
 
 #: A binary-mode CloudEvent from an upload service, with a boolean and an integer extension.
 UPLOADED: Mapping[str, object] = {

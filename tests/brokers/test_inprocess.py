@@ -15,13 +15,13 @@ from typing import Any
 
 import aiohttp
 import pytest
+from agentfn.brokers.config import parse_documents
+from agentfn.brokers.embedded import SqliteEventLog
+from agentfn.brokers.inprocess import LocalAnswer, LocalSubscriber, inprocess_url, origin_of
+from agentfn.brokers.server import BrokerServer
+from agentfn.events import CloudEvent, to_binary
+from agentfn.events.extensions import KNATIVE_ERROR_CODE, KNATIVE_ERROR_DEST
 
-from brokers.config import parse_documents
-from brokers.embedded import SqliteEventLog
-from brokers.inprocess import LocalAnswer, LocalSubscriber, inprocess_url, origin_of
-from brokers.server import BrokerServer
-from events import CloudEvent, to_binary
-from events.extensions import KNATIVE_ERROR_CODE, KNATIVE_ERROR_DEST
 from tests._waiting import async_wait_until
 from tests.brokers._subscribers import Subscriber
 from tests.brokers.contract import RunningBroker, event, settled, trigger

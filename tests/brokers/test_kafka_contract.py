@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from agentfn.brokers.log import EventLog
+from agentfn.events import to_binary
 
-from brokers.log import EventLog
-from events import to_binary
 from tests._waiting import async_wait_until
 from tests.brokers._tansu import KafkaServer, broker_cli, kafka_log, kafka_server
 from tests.brokers.contract import BrokerContract, Harness, RunningBroker, event, trigger

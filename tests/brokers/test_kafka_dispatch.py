@@ -16,15 +16,15 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
+from agentfn.brokers.config import parse_documents
+from agentfn.brokers.kafka import KafkaEventLog
+from agentfn.brokers.log import LogRecord, Subscription
+from agentfn.brokers.server import BrokerServer
+from agentfn.events import CloudEvent, KafkaRecord, from_kafka, to_binary, to_structured
+from agentfn.events.extensions import KNATIVE_BROKER_TTL
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.partitioner.default import murmur2
 
-from brokers.config import parse_documents
-from brokers.kafka import KafkaEventLog
-from brokers.log import LogRecord, Subscription
-from brokers.server import BrokerServer
-from events import CloudEvent, KafkaRecord, from_kafka, to_binary, to_structured
-from events.extensions import KNATIVE_BROKER_TTL
 from tests._servers import free_port, wait_for_port
 from tests._waiting import async_wait_until
 from tests.brokers._subscribers import Answer, Subscriber

@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from agentfn.brokers.kafka import KafkaBrokerConfig, KafkaEventLog
+from agentfn.brokers.log import EventTooLargeError, LogRecord, StoreUnavailableError, Subscription
+from agentfn.events import CloudEvent, KafkaRecord, from_kafka
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.partitioner.default import murmur2
 from kafka.protocol.admin import CreateTopicsRequest
@@ -22,9 +25,6 @@ from kafka.protocol.producer import ProduceRequest
 from kafka.record import MemoryRecords
 from kafka.structs import OffsetAndMetadata
 
-from brokers.kafka import KafkaBrokerConfig, KafkaEventLog
-from brokers.log import EventTooLargeError, LogRecord, StoreUnavailableError, Subscription
-from events import CloudEvent, KafkaRecord, from_kafka
 from tests._waiting import async_wait_until
 from tests.brokers._tansu import KafkaServer, external_bootstrap, kafka, kafka_log
 

@@ -6,8 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import pytest
-
-from brokers import cesql
+from agentfn.brokers import cesql
 
 # A valid CloudEvent with every optional attribute and one extension of each CESQL type.
 EVENT: Mapping[str, object] = {

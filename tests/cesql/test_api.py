@@ -5,8 +5,8 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from agentfn.brokers import cesql
 
-from brokers import cesql
 from tests.cesql._harness import EVENT
 
 

@@ -4,8 +4,8 @@ the failing part of the expression takes the zero value of its type."""
 from __future__ import annotations
 
 import pytest
+from agentfn.brokers import cesql
 
-from brokers import cesql
 from tests.cesql._harness import Case, check, params
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from agentfn.brokers import cesql
 
-from brokers import cesql
 from tests.cesql._harness import Case, check, params
 
 MISSING = ("missingAttribute",)

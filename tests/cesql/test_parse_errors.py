@@ -6,9 +6,8 @@ from __future__ import annotations
 import pickle
 
 import pytest
-
-from brokers import cesql
-from brokers.cesql import CesqlParseError
+from agentfn.brokers import cesql
+from agentfn.brokers.cesql import CesqlParseError
 
 
 @pytest.mark.parametrize(

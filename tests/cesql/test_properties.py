@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from functools import cache
 
+from agentfn.brokers import cesql
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from brokers import cesql
 from tests.cesql._harness import EVENT
 
 INT32 = st.integers(min_value=-(2**31), max_value=2**31 - 1)

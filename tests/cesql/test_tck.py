@@ -13,8 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
-
-from brokers import cesql
+from agentfn.brokers import cesql
 
 TCK = Path(__file__).parent / "tck"
 

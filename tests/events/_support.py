@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from events import CloudEvent, KafkaRecord
+from agentfn.events import CloudEvent, KafkaRecord
 
 STRUCTURED = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"
@@ -42,7 +42,7 @@ def binary_headers(**overrides: object) -> dict[str, str]:
 
 
 def percent_encode(value: str) -> str:
-    """The HTTP binding's encoding (3.1.3.2), written independently of events.http."""
+    """The HTTP binding's encoding (3.1.3.2), written independently of agentfn.events.http."""
     out: list[str] = []
     for char in value:
         if 0x21 <= ord(char) <= 0x7E and char not in '"%':

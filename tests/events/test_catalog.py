@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 import jsonschema
 import pytest
+from agentfn.events import CloudEvent, EventCatalog, UnknownEventTypeError, from_http, to_structured
 from pydantic import BaseModel, ValidationError
 
-from events import CloudEvent, EventCatalog, UnknownEventTypeError, from_http, to_structured
 from tests.events._support import attrs
 
 

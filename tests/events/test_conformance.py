@@ -13,8 +13,7 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-
-from events import (
+from agentfn.events import (
     CloudEvent,
     KafkaRecord,
     from_http,
@@ -25,6 +24,7 @@ from events import (
     to_binary,
     to_structured,
 )
+
 from tests.events._support import percent_encode
 
 CONFORMANCE = Path("cloudevents") / "conformance"
@@ -220,7 +220,7 @@ def vector_attributes(vector: dict[str, Any]) -> dict[str, str]:
 
 
 def expected_data(raw: str, content_type: str | None, mode: str) -> Any:
-    """The canonical data (see events._event) of the vector's ``Data`` in ``mode``."""
+    """The canonical data (see agentfn.events._event) of the vector's ``Data`` in ``mode``."""
     if is_json_media_type(content_type) or (content_type is None and mode == "structured"):
         return json.loads(raw)
     if is_text_media_type(content_type):

@@ -11,8 +11,7 @@ import json
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-
-from events import (
+from agentfn.events import (
     CloudEvent,
     DeliveryFormat,
     KafkaRecord,
@@ -24,7 +23,8 @@ from events import (
     to_http,
     to_kafka,
 )
-from events.http import STRUCTURED_CONTENT_TYPE, header_safe
+from agentfn.events.http import STRUCTURED_CONTENT_TYPE, header_safe
+
 from tests.events._support import binary_headers, event
 
 #: Each character class section 3.1.3.2 requires percent-encoding, and what it encodes to.

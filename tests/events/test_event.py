@@ -8,9 +8,7 @@ from datetime import UTC, datetime
 from types import SimpleNamespace
 
 import pytest
-from cloudevents.conversion import from_dict, from_json, to_dict, to_json
-
-from events import (
+from agentfn.events import (
     SPEC_VERSION,
     CloudEvent,
     InvalidEventError,
@@ -19,6 +17,8 @@ from events import (
     is_text_media_type,
     new_event_id,
 )
+from cloudevents.conversion import from_dict, from_json, to_dict, to_json
+
 from tests.events._support import attrs, event
 
 

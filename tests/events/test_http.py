@@ -7,8 +7,7 @@ import json
 from typing import Any
 
 import pytest
-
-from events import (
+from agentfn.events import (
     CloudEvent,
     ContentMode,
     InvalidEventError,
@@ -18,7 +17,8 @@ from events import (
     to_binary,
     to_structured,
 )
-from events.http import decode_data, encode_data
+from agentfn.events.http import decode_data, encode_data
+
 from tests.events._support import BATCH, STRUCTURED, attrs, binary_headers, event
 
 FULL = CloudEvent(

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from events import (
+from agentfn.events import (
     CloudEvent,
     InvalidEventError,
     KafkaRecord,
@@ -15,7 +14,8 @@ from events import (
     to_kafka,
     to_kafka_structured,
 )
-from events.extensions import PARTITION_KEY
+from agentfn.events.extensions import PARTITION_KEY
+
 from tests.events._support import attrs, event, kafka_binary_headers, kafka_record
 
 

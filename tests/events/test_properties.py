@@ -12,10 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import jsonschema
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
-from events import (
+from agentfn.events import (
     CloudEvent,
     InvalidEventError,
     KafkaRecord,
@@ -29,7 +26,9 @@ from events import (
     to_kafka_structured,
     to_structured,
 )
-from events._validation import CONTEXT_ATTRIBUTES
+from agentfn.events._validation import CONTEXT_ATTRIBUTES
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 BASE = settings(
     deadline=None,
@@ -183,7 +182,7 @@ json_values: st.SearchStrategy[Any] = st.recursive(
 
 @st.composite
 def content_and_data(draw: st.DrawFn) -> tuple[str | None, Any]:
-    """A datacontenttype and data canonical for it (see events._event)."""
+    """A datacontenttype and data canonical for it (see agentfn.events._event)."""
     kind = draw(st.sampled_from(["json", "text", "opaque", "absent"]))
     if kind == "json":
         return draw(json_media_types), draw(json_values)

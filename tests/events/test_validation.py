@@ -7,8 +7,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-
-from events import (
+from agentfn.events import (
     CloudEvent,
     InvalidEventError,
     KafkaRecord,
@@ -17,6 +16,7 @@ from events import (
     from_kafka,
     validate_attributes,
 )
+
 from tests.events._support import (
     BATCH,
     STRUCTURED,

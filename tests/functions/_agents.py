@@ -6,9 +6,8 @@ import os
 import threading
 from pathlib import Path
 
+from agentfn.functions import Agent, Context
 from pydantic import BaseModel
-
-from functions import Agent, Context
 
 __all__ = ["Done", "Job", "ledger"]
 

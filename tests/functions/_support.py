@@ -10,8 +10,8 @@ from typing import Any
 
 import httpx
 import uvicorn
+from agentfn.events import CloudEvent, from_http, to_binary, to_structured
 
-from events import CloudEvent, from_http, to_binary, to_structured
 from tests._servers import free_port
 
 Scope = MutableMapping[str, Any]

@@ -1,6 +1,7 @@
 """A Boolean extension passes its Trigger and then the handler's filter, on every path.
 
-Trigger filters and handler filters compare one canonical text (:func:`events.attribute_text`):
+Trigger filters and handler filters compare one canonical text
+(:func:`agentfn.events.attribute_text`):
 ``true``, never Python's ``True``. The event reaches the agent as a JSON ``true`` (structured
 mode over HTTP, the in-process call over the SQLite log) or as the header text ``true``
 (binary mode over HTTP, anything read back from Kafka); the handler must match it every way,
@@ -16,17 +17,17 @@ from typing import Any
 
 import aiohttp
 import pytest
+from agentfn.brokers.config import parse_documents
+from agentfn.brokers.embedded import SqliteEventLog
+from agentfn.brokers.filters import compile_filter
+from agentfn.brokers.inprocess import inprocess_url
+from agentfn.brokers.log import EventLog
+from agentfn.brokers.server import BrokerServer
+from agentfn.events import CloudEvent, to_structured
+from agentfn.functions import Agent, AgentApp, Settings
+from agentfn.functions._knative import trigger_documents
 from pydantic import BaseModel
 
-from brokers.config import parse_documents
-from brokers.embedded import SqliteEventLog
-from brokers.filters import compile_filter
-from brokers.inprocess import inprocess_url
-from brokers.log import EventLog
-from brokers.server import BrokerServer
-from events import CloudEvent, to_structured
-from functions import Agent, AgentApp, Settings
-from functions._knative import trigger_documents
 from tests._waiting import async_wait_until
 from tests.brokers._subscribers import Subscriber
 from tests.brokers._tansu import KafkaServer, kafka, kafka_log  # noqa: F401 - the fixture

@@ -6,9 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-from pydantic import BaseModel
-
-from functions import (
+from agentfn.functions import (
     Agent,
     BreakerPolicy,
     BreakerState,
@@ -21,7 +19,9 @@ from functions import (
     Settings,
     UnavailableError,
 )
-from functions._idempotency import new_token, redis_client
+from agentfn.functions._idempotency import new_token, redis_client
+from pydantic import BaseModel
+
 from tests._servers import RedisServer
 from tests.functions._support import FakeClock, Sink, asgi_client, event, post, reply_of, serving
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from agentfn.functions.agents.models import WORK_COMPLETED, WORK_REQUESTED
+from agentfn.functions.cli import app
 from typer.testing import CliRunner
 
-from functions.agents.models import WORK_COMPLETED, WORK_REQUESTED
-from functions.cli import app
 from tests._servers import free_port, wait_for_port
 from tests.functions._support import binary, event
 
@@ -27,7 +27,7 @@ def test_agents_lists_the_reference_agents_with_their_types() -> None:
     assert result.exit_code == 0, result.output
     described = {a["name"]: a for a in json.loads(result.stdout)}
     assert set(described) == {"planner", "worker", "aggregator", "flaky"}
-    assert described["worker"]["target"] == "functions.agents.worker:agent"
+    assert described["worker"]["target"] == "agentfn.functions.agents.worker:agent"
     assert described["worker"]["consumes"] == [WORK_REQUESTED]
     assert described["worker"]["emits"] == [WORK_COMPLETED]
     assert described["planner"]["delivery"]["retry"] == 5
@@ -35,7 +35,7 @@ def test_agents_lists_the_reference_agents_with_their_types() -> None:
 
 
 def test_agents_prints_a_table() -> None:
-    result = runner.invoke(app, ["agents", "functions.agents"], env={"COLUMNS": "200"})
+    result = runner.invoke(app, ["agents", "agentfn.functions.agents"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     for name in ("planner", "worker", "aggregator", "flaky", WORK_REQUESTED, "WorkRequested"):
         assert name in result.stdout
@@ -63,11 +63,17 @@ def test_agents_reads_a_file_or_a_folder(tmp_path: Path) -> None:
 
 
 def test_agents_takes_one_agent_as_module_colon_agent() -> None:
-    result = runner.invoke(app, ["agents", "functions.agents.worker:agent", "--json"])
+    result = runner.invoke(app, ["agents", "agentfn.functions.agents.worker:agent", "--json"])
     assert result.exit_code == 0, result.output
     (described,) = json.loads(result.output)
-    assert (described["target"], described["name"]) == ("functions.agents.worker:agent", "worker")
-    missing = runner.invoke(app, ["agents", "functions.agents.worker:nothing"])
+    assert (described["target"], described["name"]) == (
+        "agentfn.functions.agents.worker:agent",
+        "worker",
+    )
+    # Wide enough that the error box does not wrap the message.
+    missing = runner.invoke(
+        app, ["agents", "agentfn.functions.agents.worker:nothing"], env={"COLUMNS": "200"}
+    )
     assert missing.exit_code == 2
     assert "has no attribute 'nothing'" in missing.output
 
@@ -78,7 +84,7 @@ def test_agents_without_any_agent_fails(tmp_path: Path) -> None:
 
 
 def test_serve_refuses_a_target_that_is_no_agent() -> None:
-    result = runner.invoke(app, ["serve", "functions.agents.models:TaskSubmitted"])
+    result = runner.invoke(app, ["serve", "agentfn.functions.agents.models:TaskSubmitted"])
     assert result.exit_code == 2
     assert "not an agentfn Agent" in result.output
 
@@ -95,9 +101,9 @@ def served_worker() -> Iterator[str]:
         [
             sys.executable,
             "-c",
-            "from functions.cli import main; main()",
+            "from agentfn.functions.cli import main; main()",
             "serve",
-            "functions.agents.worker",
+            "agentfn.functions.agents.worker",
             "--port",
             str(port),
             "--host",

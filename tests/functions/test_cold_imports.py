@@ -1,8 +1,9 @@
 """What ``agentfn serve`` imports: only what serving needs (its cold start is Knative's).
 
-Each case runs in a fresh interpreter: ``import functions.cli``, then the ``serve`` command as
-the CLI runs it, with uvicorn's ``run`` replaced by a stand-in that starts the app (lifespan),
-answers ``GET /healthz`` and handles one event, then reports ``sys.modules``. No timing.
+Each case runs in a fresh interpreter: ``import agentfn.functions.cli``, then the ``serve``
+command as the CLI runs it, with uvicorn's ``run`` replaced by a stand-in that starts the app
+(lifespan), answers ``GET /healthz`` and handles one event, then reports ``sys.modules``. No
+timing.
 """
 
 from __future__ import annotations
@@ -16,14 +17,14 @@ from typing import Any
 
 import pytest
 
-import functions
+from agentfn import functions
 
 ROOT = Path(__file__).resolve().parents[2]
 
 _AGENT = """
 from pydantic import BaseModel
 
-from functions import Agent
+from agentfn.functions import Agent
 
 
 class Asked(BaseModel):
@@ -45,7 +46,7 @@ async def answer(asked: Asked) -> Answered:
 _PROBE = """
 import asyncio, json, sys
 
-import functions.cli
+import agentfn.functions.cli
 
 after_cli = sorted(sys.modules)
 
@@ -78,7 +79,7 @@ def run(app, **options):
 uvicorn.run = run
 report["send_event"] = sys.argv[1] == "event"
 try:
-    functions.cli.app(["serve", *sys.argv[2:]], standalone_mode=False)
+    agentfn.functions.cli.app(["serve", *sys.argv[2:]], standalone_mode=False)
 finally:
     print(json.dumps(report))
 """
@@ -88,12 +89,12 @@ _NEVER = (
     "brokers",
     "kafka",
     "rich",
-    "functions._cli.agents",
-    "functions._cli.broker",
-    "functions._cli.dev",
-    "functions._cli.display",
-    "functions._cli.send",
-    "functions._knative",
+    "agentfn.functions._cli.agents",
+    "agentfn.functions._cli.broker",
+    "agentfn.functions._cli.dev",
+    "agentfn.functions._cli.display",
+    "agentfn.functions._cli.send",
+    "agentfn.functions._knative",
 )
 
 
@@ -133,7 +134,10 @@ def _loaded(modules: list[str], *names: str) -> list[str]:
 def test_importing_the_cli_imports_no_command_and_no_runtime(tmp_path: Path) -> None:
     report = _probe(tmp_path)
     cli = report["cli"]
-    assert _loaded(cli, *_NEVER, "functions._cli.serve", "functions._agent", "uvicorn") == []
+    assert (
+        _loaded(cli, *_NEVER, "agentfn.functions._cli.serve", "agentfn.functions._agent", "uvicorn")
+        == []
+    )
     assert _loaded(cli, "aiohttp", "redis", "opentelemetry", "pydantic") == []
 
 
@@ -142,9 +146,11 @@ def test_serve_loads_only_what_serving_needs(tmp_path: Path) -> None:
     assert report["healthz"] == 200
     assert report["event"] == [200, {"words": 3}]
     served = report["served"]
-    assert _loaded(served, "functions._cli.serve", "functions._asgi", "uvicorn") == [
-        "functions._cli.serve",
-        "functions._asgi",
+    assert _loaded(
+        served, "agentfn.functions._cli.serve", "agentfn.functions._asgi", "uvicorn"
+    ) == [
+        "agentfn.functions._cli.serve",
+        "agentfn.functions._asgi",
         "uvicorn",
     ]
     assert _loaded(served, *_NEVER) == []

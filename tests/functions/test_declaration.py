@@ -5,10 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from pydantic import BaseModel, ValidationError
-
-from events import CloudEvent
-from functions import (
+from agentfn.events import CloudEvent
+from agentfn.functions import (
     Agent,
     AgentDefinitionError,
     Context,
@@ -16,6 +14,7 @@ from functions import (
     Resources,
     Scaling,
 )
+from pydantic import BaseModel, ValidationError
 
 
 class Question(BaseModel):

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from agentfn.functions._knative import trigger_documents
+from agentfn.functions.agents import _text, aggregator, planner, worker
+from agentfn.functions.agents.models import REPORT_READY, TASK_SUBMITTED
 
-from functions._knative import trigger_documents
-from functions.agents import _text, aggregator, planner, worker
-from functions.agents.models import REPORT_READY, TASK_SUBMITTED
 from tests._servers import free_port, wait_for_port
 from tests._waiting import async_wait_until
 from tests.functions._support import Sink, event, serving
@@ -47,7 +47,8 @@ async def test_the_reference_chain_runs_with_the_agents_hosted_in_the_broker(
         env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTFN_")}
         process = subprocess.Popen(
             [
-                sys.executable, "-m", "functions.cli", "dev", "functions.agents", "--in-process",
+                sys.executable, "-m", "agentfn.functions.cli", "dev", "agentfn.functions.agents",
+                "--in-process",
                 "--triggers", str(triggers), "--port", str(port),
                 "--data-dir", str(tmp_path / "data"),
             ],

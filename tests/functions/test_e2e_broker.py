@@ -14,19 +14,19 @@ from typing import Any
 
 import httpx
 import pytest
+from agentfn.brokers.config import parse_documents
+from agentfn.brokers.embedded import SqliteEventLog
+from agentfn.brokers.server import BrokerServer
+from agentfn.events import extensions
+from agentfn.functions import Agent, AgentApp, Context, Delivery, Settings
+from agentfn.functions._knative import trigger_documents
+from agentfn.functions.agents import _text, aggregator, planner, worker
+from agentfn.functions.agents.models import REPORT_READY, TASK_SUBMITTED
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from pydantic import BaseModel
 
-from brokers.config import parse_documents
-from brokers.embedded import SqliteEventLog
-from brokers.server import BrokerServer
-from events import extensions
-from functions import Agent, AgentApp, Context, Delivery, Settings
-from functions._knative import trigger_documents
-from functions.agents import _text, aggregator, planner, worker
-from functions.agents.models import REPORT_READY, TASK_SUBMITTED
 from tests._servers import free_port, read_body
 from tests._waiting import async_wait_until
 from tests.functions._support import ASGIApp, Receive, Scope, Send, Sink, binary, event, serving

@@ -15,9 +15,7 @@ from pathlib import Path
 from typing import Final, Protocol
 
 import pytest
-from redis.asyncio import Redis
-
-from functions import (
+from agentfn.functions import (
     Claim,
     ClaimState,
     IdempotencyStore,
@@ -25,7 +23,9 @@ from functions import (
     RedisIdempotencyStore,
     StoreUnavailableError,
 )
-from functions._idempotency import idempotency_key, new_token
+from agentfn.functions._idempotency import idempotency_key, new_token
+from redis.asyncio import Redis
+
 from tests._servers import RedisServer, free_port
 from tests._waiting import async_wait_until
 from tests.functions._support import FakeClock

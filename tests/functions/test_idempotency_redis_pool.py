@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from functions._idempotency import redis_client
+from agentfn.functions._idempotency import redis_client
+
 from tests._servers import RedisServer
 
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from agentfn.events import CloudEvent
+from agentfn.functions import Agent, AgentApp, Context, Settings
 from pydantic import BaseModel
 
-from events import CloudEvent
-from functions import Agent, AgentApp, Context, Settings
 from tests._servers import RedisServer, free_port, wait_for_port
 from tests._waiting import async_wait_until
 from tests.functions._support import asgi_client, event, post, reply_of, serving
@@ -249,7 +249,7 @@ def _serve(port: int, redis_url: str, lease_s: float) -> subprocess.Popen[bytes]
         [
             sys.executable,
             "-c",
-            "from functions.cli import main; main()",
+            "from agentfn.functions.cli import main; main()",
             "--log-level",
             "WARNING",
             "serve",

@@ -9,9 +9,9 @@ from typing import Any
 
 import httpx
 import pytest
+from agentfn.events import CloudEvent, from_http
+from agentfn.functions import AgentApp, Settings
 
-from events import CloudEvent, from_http
-from functions import AgentApp, Settings
 from tests.functions._support import asgi_client, event, post
 from tests.functions.test_responses import Calls, build_agent
 

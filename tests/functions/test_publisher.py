@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-
-from functions import (
+from agentfn.functions import (
     BreakerPolicy,
     CircuitBreakers,
     CircuitOpenError,
@@ -14,7 +13,8 @@ from functions import (
     PublishError,
     UnavailableError,
 )
-from functions._publisher import SessionPool, destination_of
+from agentfn.functions._publisher import SessionPool, destination_of
+
 from tests._servers import free_port
 from tests.functions._support import Sink, event, serving
 

@@ -10,17 +10,17 @@ from typing import Any
 
 import httpx
 import pytest
-
-from events import CloudEvent, extensions
-from functions import AgentApp, Settings
-from functions.agents import _text, aggregator, flaky, planner, worker
-from functions.agents.models import (
+from agentfn.events import CloudEvent, extensions
+from agentfn.functions import AgentApp, Settings
+from agentfn.functions.agents import _text, aggregator, flaky, planner, worker
+from agentfn.functions.agents.models import (
     FLAKY_REQUESTED,
     REPORT_READY,
     TASK_SUBMITTED,
     WORK_COMPLETED,
     WORK_REQUESTED,
 )
+
 from tests._servers import RedisServer
 from tests.functions._support import Sink, asgi_client, event, post, reply_of, serving
 
@@ -179,7 +179,7 @@ async def test_the_aggregator_joins_per_chain_and_only_the_completing_event_repo
 
 @pytest.mark.redis
 async def test_aggregator_replicas_share_the_join_through_redis(redis_session: RedisServer) -> None:
-    from functions._idempotency import new_token
+    from agentfn.functions._idempotency import new_token
 
     chain = f"chain-{new_token()}"
     parts = results_for(DOCUMENT, chain)

@@ -11,11 +11,11 @@ from datetime import timedelta
 
 import httpx
 import pytest
+from agentfn.events import CloudEvent, extensions, from_http
+from agentfn.events.http import STRUCTURED_CONTENT_TYPE
+from agentfn.functions import Agent, AgentApp, Context, Delivery, RetryableError, Settings
 from pydantic import BaseModel, Field
 
-from events import CloudEvent, extensions, from_http
-from events.http import STRUCTURED_CONTENT_TYPE
-from functions import Agent, AgentApp, Context, Delivery, RetryableError, Settings
 from tests.functions._support import asgi_client, binary, event, post, reply_of, structured
 
 
@@ -238,7 +238,7 @@ async def test_an_invalid_cloudevent_is_400_naming_the_attribute(
 
 
 async def test_a_batch_of_several_events_is_400(client: httpx.AsyncClient) -> None:
-    from events import to_batch
+    from agentfn.events import to_batch
 
     headers, body = to_batch([event("t.sum", {"values": [1]}), event("t.sum", {"values": [2]})])
     response = await client.post("/", headers=headers, content=body)
@@ -385,9 +385,9 @@ async def test_the_functions_framework_target_answers_the_same(calls: Calls) -> 
 async def test_a_body_over_the_limit_is_413(
     client: httpx.AsyncClient, app: AgentApp, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import functions._asgi
+    from agentfn.functions import _asgi
 
-    monkeypatch.setattr(functions._asgi, "MAX_BODY_BYTES", 64)
+    monkeypatch.setattr(_asgi, "MAX_BODY_BYTES", 64)
     headers, body = binary(event("t.sum", {"values": list(range(40))}))
     assert (await client.post("/", headers=headers, content=body)).status_code == 413
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from agentfn.functions import Settings
 from pydantic import ValidationError
-
-from functions import Settings
 
 
 @pytest.fixture(autouse=True)

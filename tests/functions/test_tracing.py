@@ -10,15 +10,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from agentfn.events import CloudEvent, extensions
+from agentfn.functions import Agent, Context, Settings
+from agentfn.functions._tracing import configure_from_env
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 from pydantic import BaseModel
 
-from events import CloudEvent, extensions
-from functions import Agent, Context, Settings
-from functions._tracing import configure_from_env
 from tests.functions._support import Sink, asgi_client, event, post, reply_of, serving
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -206,7 +206,7 @@ SCRIPT = """
 import asyncio, json
 import httpx
 from pydantic import BaseModel
-from functions import Agent
+from agentfn.functions import Agent
 from tests.functions._support import asgi_client, event, post
 
 class Text(BaseModel):

@@ -4,8 +4,7 @@ import importlib.util
 import sys
 
 import pytest
-
-from inference import EXTRAS, MissingExtraError, import_optional
+from agentfn.inference import EXTRAS, MissingExtraError, import_optional
 
 
 @pytest.mark.parametrize("module", ["kserve", "torch"])

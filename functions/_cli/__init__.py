@@ -1,0 +1,1 @@
+"""The agentfn commands, one module each; see :mod:`agentfn.functions.cli`."""
