@@ -2,7 +2,7 @@
 
 Two entry points::
 
-    >>> from brokers import cesql
+    >>> from agentfn.brokers import cesql
     >>> cesql.evaluate("type = 'order.created' AND int(amount) > 100",
     ...                {"type": "order.created", "amount": "250"})
     EvaluationResult(value=True, errors=[])

@@ -44,7 +44,7 @@ def test_agents_prints_a_table() -> None:
 def test_agents_reads_a_file_or_a_folder(tmp_path: Path) -> None:
     (tmp_path / "mine.py").write_text(
         "from pydantic import BaseModel\n"
-        "from functions import Agent\n"
+        "from agentfn import Agent\n"
         "class In(BaseModel):\n    x: int\n"
         "agent = Agent('mine')\n"
         "@agent.on('mine.in', filters={'subject': 'a'})\n"
