@@ -48,3 +48,28 @@ def redis_private() -> Iterator[RedisServer]:
     finally:
         if saved is not None:
             os.environ["REDIS_URL"] = saved
+
+
+#: The folders that install as agentfn.*: under their bare names they are a second, separate
+#: copy of every module (and in a user's environment, someone else's package).
+_BARE_NAMES = ("events", "brokers", "functions", "inference")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if anything imported one of our folders by its bare name.
+
+    The repository root is on ``sys.path`` for the ``tests`` package, so ``import events``
+    would quietly work here and nowhere else; ruff bans it in code, this catches the rest
+    (strings handed to importlib, examples executed from the README).
+    """
+    import sys
+
+    root = str(Path(__file__).resolve().parents[1])
+    bare = sorted(
+        name
+        for name in _BARE_NAMES
+        if str(getattr(sys.modules.get(name), "__file__", "") or "").startswith(root)
+    )
+    if bare:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        sys.stderr.write(f"\nimported by their bare names, not as agentfn.*: {bare}\n")
