@@ -25,6 +25,7 @@ from enum import IntEnum
 from typing import TYPE_CHECKING, Final, Protocol, TypeVar
 
 from agentfn.functions._errors import CircuitOpenError, UnavailableError
+from agentfn.functions._redis import redis_client
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -41,7 +42,7 @@ __all__ = [
 
 T = TypeVar("T")
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 
 class BreakerState(IntEnum):
@@ -209,16 +210,33 @@ class RedisBreakerStore:
     A call through a closed circuit costs one round trip before (``acquire``) and, only when
     it fails, one after. Replicas should keep their clocks in sync (NTP); the times compared
     are the callers'.
+
+    An agent app passes its one client (shared with the idempotency store and ``ctx.redis``);
+    :meth:`from_url` makes and owns one, closed by :meth:`aclose`.
     """
 
-    def __init__(self, client: Redis, policy: BreakerPolicy, *, prefix: str = "agentfn:cb:"):
+    def __init__(
+        self,
+        client: Redis,
+        policy: BreakerPolicy,
+        *,
+        prefix: str = "agentfn:cb:",
+        owns_client: bool = False,
+    ) -> None:
         self._client = client
+        self._owns_client = owns_client
         self._policy = policy
         self._prefix = prefix
         self._acquire = client.register_script(_ACQUIRE)
         self._failure = client.register_script(_FAILURE)
         # Idle circuits vanish (closed) once nothing could still depend on their state.
         self._ttl_ms = int(2000 * (policy.window_s + policy.reset_s + policy.probe_timeout_s))
+
+    @classmethod
+    def from_url(
+        cls, url: str, policy: BreakerPolicy, *, timeout_s: float = 2.0
+    ) -> RedisBreakerStore:
+        return cls(redis_client(url, timeout_s=timeout_s), policy, owns_client=True)
 
     def _keys(self, destination: str) -> list[str]:
         key = self._prefix + destination
@@ -264,7 +282,8 @@ class RedisBreakerStore:
         return BreakerState.CLOSED
 
     async def aclose(self) -> None:
-        return None
+        if self._owns_client:
+            await self._client.aclose()
 
 
 class CircuitBreakers:
@@ -331,7 +350,7 @@ class CircuitBreakers:
                 state = await self._store.on_failure(destination, now, probe=decision.probe)
         except Exception:
             # The call's own outcome matters more than the bookkeeping: never mask it.
-            logger.warning(
+            log.warning(
                 "could not record a call to %s in the breaker store", destination, exc_info=True
             )
             return

@@ -13,8 +13,9 @@ a slot of the container's concurrency for as long as the first run takes, and Kn
 
 Two stores keep the same contract: :class:`InMemoryIdempotencyStore` (one process, optionally
 appending outcomes to a file) and :class:`RedisIdempotencyStore` (every replica; one round trip
-per call through a Lua script). redis-py is imported only by :func:`redis_client` and the Redis
-store's batcher (whose client brought it in): an agent without Redis never loads it.
+per call through a Lua script), whose client comes from the one factory,
+:func:`agentfn.functions._redis.redis_client`. redis-py is imported only by that factory and the
+Redis store's batcher (whose client brought it in): an agent without Redis never loads it.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final, Protocol
 
 from agentfn.functions._errors import StoreUnavailableError
+from agentfn.functions._redis import redis_client
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -46,6 +48,7 @@ __all__ = [
     "RedisIdempotencyStore",
     "idempotency_key",
     "new_token",
+    "redis_client",  # the factory's old home: agentfn.functions._redis is where it lives
 ]
 
 
@@ -78,9 +81,6 @@ def idempotency_key(agent: str, source: str, event_id: str) -> str:
 
 
 _TOKEN_PREFIX: Final = os.urandom(6).hex()
-#: Connections per agent process to Redis: above the broker's default in-flight deliveries
-#: per subscriber (128), so a full burst never waits for a connection.
-_POOL_CONNECTIONS: Final = 256
 _token_counter = itertools.count()
 
 
@@ -425,27 +425,3 @@ class RedisIdempotencyStore:
 
 def _unavailable(error: Exception) -> StoreUnavailableError:
     return StoreUnavailableError(f"idempotency store unavailable: {type(error).__name__}: {error}")
-
-
-def redis_client(url: str, *, timeout_s: float = 2.0) -> Redis:
-    """A pooled asyncio client that fails fast: one immediate retry, then the error.
-
-    The retry replaces a pooled connection that died with a Redis restart; anything longer
-    would hold the broker's request while Redis is down, when a quick 503 lets it back off.
-    """
-    # A blocking pool: redis-py's default pool fails the 101st concurrent call at once
-    # (MaxConnectionsError), and a broker delivers up to 128 events at a time per subscriber.
-    # Waiting (bounded by the same timeout) for a free connection is what a burst needs.
-    from redis.asyncio import BlockingConnectionPool, Redis  # noqa: PLC0415 - see the docstring
-    from redis.asyncio.retry import Retry  # noqa: PLC0415
-    from redis.backoff import NoBackoff  # noqa: PLC0415
-
-    pool = BlockingConnectionPool.from_url(
-        url,
-        max_connections=_POOL_CONNECTIONS,
-        timeout=timeout_s,
-        socket_timeout=timeout_s,
-        socket_connect_timeout=timeout_s,
-        retry=Retry(NoBackoff(), 1),
-    )
-    return Redis(connection_pool=pool)

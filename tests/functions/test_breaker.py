@@ -19,10 +19,12 @@ from agentfn.functions import (
     Settings,
     UnavailableError,
 )
-from agentfn.functions._idempotency import new_token, redis_client
+from agentfn.functions._idempotency import new_token
+from agentfn.functions._redis import redis_client
 from pydantic import BaseModel
 
 from tests._servers import RedisServer
+from tests._waiting import async_wait_until
 from tests.functions._support import FakeClock, Sink, asgi_client, event, post, reply_of, serving
 
 POLICY = BreakerPolicy(failures=5, window_s=60, reset_s=30, probe_timeout_s=10)
@@ -230,12 +232,10 @@ class TestRedisBreakers(BreakerContract):
     async def test_replicas_sharing_redis_agree(
         self, redis_session: RedisServer, destination: str, clock: FakeClock
     ) -> None:
-        clients = [redis_client(redis_session.url) for _ in range(2)]
+        # Each replica its own client, made by the store from the URL as an agent process would.
+        stores = [RedisBreakerStore.from_url(redis_session.url, POLICY) for _ in range(2)]
         try:
-            one, two = (
-                CircuitBreakers(POLICY, store=RedisBreakerStore(c, POLICY), clock=clock)
-                for c in clients
-            )
+            one, two = (CircuitBreakers(POLICY, store=store, clock=clock) for store in stores)
             await fail(one, destination, 3)
             await fail(two, destination, 2)  # five in all: open for everyone
             for replica in (one, two):
@@ -245,8 +245,36 @@ class TestRedisBreakers(BreakerContract):
             await succeed(two, destination)  # one replica's probe closes it for both
             await succeed(one, destination)
         finally:
-            for client in clients:
-                await client.aclose()
+            for store in stores:
+                await store.aclose()
+
+    async def test_a_store_made_from_a_url_closes_its_connections(
+        self, redis_session: RedisServer, destination: str
+    ) -> None:
+        observer = redis_client(redis_session.url)
+        try:
+            store = RedisBreakerStore.from_url(redis_session.url, POLICY)
+            await store.on_failure(destination, 1.0, probe=False)
+            own = str(await store._client.client_id())  # the store's own connection
+            assert own in {c["id"] for c in await observer.client_list()}
+            await store.aclose()
+
+            async def gone() -> bool:  # Redis drops a closed connection a moment later
+                return own not in {c["id"] for c in await observer.client_list()}
+
+            await async_wait_until(gone, timeout=5, message="the store's connection to close")
+        finally:
+            await observer.aclose()
+
+    async def test_a_store_given_a_client_leaves_it_open(
+        self, redis_session: RedisServer, destination: str
+    ) -> None:
+        client = redis_client(redis_session.url)
+        try:
+            await RedisBreakerStore(client, POLICY).aclose()
+            assert await client.ping()  # the app's shared client still serves
+        finally:
+            await client.aclose()
 
 
 class Lookup(BaseModel):
