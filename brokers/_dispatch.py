@@ -27,12 +27,13 @@ from agentfn.brokers.metrics import BrokerMetrics, code_class
 from agentfn.brokers.retries import RetryObserver, ScheduledRetry
 from agentfn.events import CloudEvent, InvalidEventError
 from agentfn.events.extensions import (
-    DEFAULT_BROKER_TTL,
     KNATIVE_BROKER_TTL,
     KNATIVE_ERROR_CODE,
     KNATIVE_ERROR_DATA,
     KNATIVE_ERROR_DATA_MAX,
     KNATIVE_ERROR_DEST,
+    next_hop_ttl,
+    ttl_expired,
 )
 
 __all__ = ["DispatchLimits", "TriggerDispatcher"]
@@ -69,14 +70,6 @@ class _Entry:
     record: LogRecord
     epoch: int  # the partition's epoch when fetched; stale once the partition is given up
     done: bool = False
-
-
-def _ttl_of(event: CloudEvent) -> int:
-    raw = event.attributes.get(KNATIVE_BROKER_TTL)
-    try:
-        return int(raw) if raw is not None else DEFAULT_BROKER_TTL
-    except ValueError:
-        return DEFAULT_BROKER_TTL
 
 
 class TriggerDispatcher:
@@ -343,8 +336,8 @@ class TriggerDispatcher:
 
     async def _forward_reply(self, original: CloudEvent, reply: CloudEvent) -> bool:
         """Route a reply back through the broker; False when it could not be stored."""
-        ttl = _ttl_of(original) - 1
-        if ttl <= 0:
+        ttl = next_hop_ttl(original)
+        if ttl_expired(ttl):
             self._metrics.ttl_dropped.labels(*self._labels).inc()
             log.warning(
                 "trigger %s: dropped reply %s (type %s): %s reached 0, a reply loop?",

@@ -22,7 +22,7 @@ from agentfn.brokers.delivery import (
     parse_duration,
 )
 from agentfn.brokers.filters import TriggerFilter, compile_filter
-from agentfn.events import DeliveryFormat
+from agentfn.events import DELIVERY_ORDER_ANNOTATION, DeliveryFormat
 
 __all__ = [
     "DEFAULT_BROKER",
@@ -37,7 +37,6 @@ __all__ = [
 ]
 
 EVENTING_API: Final = "eventing.knative.dev/v1"
-DELIVERY_ORDER_ANNOTATION: Final = "kafka.eventing.knative.dev/delivery.order"
 DEFAULT_BROKER: Final = ("default", "default")
 
 

@@ -11,19 +11,22 @@ linear waits ``delay * k`` before retry ``k``. With Knative's defaults (retry 10
 PT0.2S) the waits are 0.4 s, 0.8 s, ... 204.8 s.
 
 ``Retry-After`` (RFC 9110 10.2.3, seconds or an HTTP date) on a 429 or 503 is honoured: the
-wait is ``max(backoff, Retry-After)``, cut to ``retryAfterMax`` when that is set.
+wait is ``max(backoff, Retry-After)``, cut to ``retryAfterMax`` when that is set. Which answers
+are retried and how ``Retry-After`` reads are :mod:`agentfn.events` rules, re-exported here.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from typing import Final
 
-from agentfn.events import DeliveryFormat
+from agentfn.events import DeliveryFormat, parse_retry_after
+from agentfn.events import is_retryable_status as is_retryable
+
+# is_retryable and parse_retry_after are Knative's wire rules, defined in agentfn.events (the
+# agent's publisher applies them too); they stay importable from here.
 
 __all__ = [
     "DEFAULT_ATTEMPT_TIMEOUT",
@@ -44,9 +47,6 @@ _DURATION = re.compile(
     re.IGNORECASE,
 )
 
-#: Statuses Knative retries besides 5xx (eventing's kncloudevents retry checker).
-_RETRYABLE_4XX: Final = frozenset({404, 408, 409, 429})
-
 #: Per-attempt timeout when ``delivery.timeout`` is unset: a hung subscriber must not hold a
 #: delivery slot forever.
 DEFAULT_ATTEMPT_TIMEOUT: Final = 60.0
@@ -59,27 +59,6 @@ def parse_duration(text: str, *, field: str = "duration") -> float:
         raise ValueError(f"{field}: {text!r} is not an ISO 8601 duration (e.g. PT0.2S)")
     parts = {k: float(v.replace(",", ".")) if v else 0.0 for k, v in match.groupdict().items()}
     return parts["d"] * 86400 + parts["h"] * 3600 + parts["m"] * 60 + parts["s"]
-
-
-def is_retryable(status: int | None) -> bool:
-    """Whether a delivery that ended with ``status`` is tried again (None: no response at all)."""
-    return status is None or status >= 500 or status in _RETRYABLE_4XX
-
-
-def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Seconds a ``Retry-After`` header asks to wait, or None when absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isascii() and value.isdigit():  # not str.isdigit alone: '²' is a digit
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 class BackoffPolicy(StrEnum):

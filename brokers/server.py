@@ -19,7 +19,7 @@ from agentfn.brokers.metrics import BrokerMetrics
 from agentfn.brokers.retries import RetryObserver
 from agentfn.brokers.settings import BrokerSettings
 from agentfn.events import CloudEvent
-from agentfn.events.extensions import DEFAULT_BROKER_TTL, KNATIVE_BROKER_TTL
+from agentfn.events.extensions import stamp_broker_ttl
 
 __all__ = ["BrokerServer", "resolve_destination"]
 
@@ -101,12 +101,7 @@ class BrokerServer:
 
     async def ingest(self, broker: BrokerSpec, events: Sequence[CloudEvent]) -> list[LogRecord]:
         """Store events for ``broker`` (durable on return), each with a ``knativebrokerttl``."""
-        stamped = [
-            event
-            if KNATIVE_BROKER_TTL in event.attributes
-            else event.with_attributes(**{KNATIVE_BROKER_TTL: DEFAULT_BROKER_TTL})
-            for event in events
-        ]
+        stamped = [stamp_broker_ttl(event) for event in events]
         return await self._log.append(topic_name(broker.namespace, broker.name), stamped)
 
     async def start(self) -> None:

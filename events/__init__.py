@@ -8,6 +8,11 @@ from agentfn.events._catalog import EventCatalog, UnknownEventTypeError
 from agentfn.events._errors import InvalidEventError
 from agentfn.events._event import CloudEvent, is_json_media_type, is_text_media_type
 from agentfn.events._ids import new_event_id
+from agentfn.events._knative import (
+    DELIVERY_ORDER_ANNOTATION,
+    is_retryable_status,
+    parse_retry_after,
+)
 from agentfn.events._validation import (
     SPEC_VERSION,
     AttributeValue,
@@ -29,6 +34,7 @@ from agentfn.events.http import (
 from agentfn.events.kafka import KafkaRecord, from_kafka, to_kafka, to_kafka_structured
 
 __all__ = [
+    "DELIVERY_ORDER_ANNOTATION",
     "SPEC_VERSION",
     "AttributeValue",
     "CloudEvent",
@@ -45,9 +51,11 @@ __all__ = [
     "from_http",
     "from_kafka",
     "is_json_media_type",
+    "is_retryable_status",
     "is_text_media_type",
     "needs_structured",
     "new_event_id",
+    "parse_retry_after",
     "to_batch",
     "to_binary",
     "to_http",

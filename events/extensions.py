@@ -9,6 +9,16 @@ from __future__ import annotations
 
 from typing import Final
 
+# knativebrokerttl is named beside its rules (read, decrement, expiry), re-exported here.
+from agentfn.events._knative import (
+    DEFAULT_BROKER_TTL,
+    KNATIVE_BROKER_TTL,
+    broker_ttl,
+    next_hop_ttl,
+    stamp_broker_ttl,
+    ttl_expired,
+)
+
 __all__ = [
     "CHAIN_ID",
     "DEFAULT_BROKER_TTL",
@@ -20,6 +30,10 @@ __all__ = [
     "PARTITION_KEY",
     "TRACEPARENT",
     "TRACESTATE",
+    "broker_ttl",
+    "next_hop_ttl",
+    "stamp_broker_ttl",
+    "ttl_expired",
 ]
 
 #: W3C trace context carried on the event (CloudEvents distributed-tracing extension).
@@ -29,9 +43,6 @@ TRACESTATE: Final = "tracestate"
 #: Kafka record key (CloudEvents partitioning extension); ordering key of ordered Triggers.
 PARTITION_KEY: Final = "partitionkey"
 
-#: Hops left before a reply loop is cut; set by the broker ingress, decremented per reply.
-KNATIVE_BROKER_TTL: Final = "knativebrokerttl"
-DEFAULT_BROKER_TTL: Final = 255
 
 #: Added to a dead-lettered event: where delivery failed, the last status, the response body.
 KNATIVE_ERROR_DEST: Final = "knativeerrordest"

@@ -11,11 +11,11 @@ import re
 from datetime import timedelta
 from typing import Any, Final
 
+from agentfn.events import DELIVERY_ORDER_ANNOTATION
 from agentfn.functions._spec import AgentSpec
 
 __all__ = ["DELIVERY_ORDER_ANNOTATION", "iso_duration", "trigger_documents"]
 
-DELIVERY_ORDER_ANNOTATION: Final = "kafka.eventing.knative.dev/delivery.order"
 _MAX_NAME: Final = 63  # a DNS-1123 label: Trigger names become consumer-group and topic parts
 
 
