@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from agentfn.events import CloudEvent, to_http
+from agentfn.events import CloudEvent, is_retryable_status, parse_retry_after, to_http
 from agentfn.functions._breaker import CircuitBreakers
 from agentfn.functions._errors import PublishError, UnavailableError
 
@@ -32,9 +32,6 @@ __all__ = [
     "destination_of",
     "is_connection_error",
 ]
-
-#: Answers the broker (and Knative) retry: the publish is worth another try later.
-_RETRIED_STATUSES = frozenset({404, 408, 409, 429})
 
 
 def destination_of(url: str) -> str:
@@ -53,15 +50,6 @@ def is_connection_error(error: BaseException) -> bool:
         return True
     aiohttp_ = sys.modules.get("aiohttp")
     return aiohttp_ is not None and isinstance(error, aiohttp_.ClientConnectionError)
-
-
-def _retry_after(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        return None  # an HTTP-date: rare from services, and the default delay is fine
 
 
 class SessionPool:
@@ -122,12 +110,13 @@ class HttpPublisher:
                 async with self._sessions.get().post(self.url, data=body, headers=headers) as reply:
                     status = reply.status
                     answer = await reply.read()
-                    retry_after = _retry_after(reply.headers.get("Retry-After"))
+                    retry_after = parse_retry_after(reply.headers.get("Retry-After"))
             except (aiohttp.ClientError, TimeoutError) as error:
                 raise UnavailableError(self.url, f"not reachable: {error!r}") from error
             if 200 <= status < 300:
                 return
-            if status >= 500 or status in _RETRIED_STATUSES:
+            # The answers the broker (and Knative) retry: worth another try later.
+            if is_retryable_status(status):
                 raise UnavailableError(
                     self.url, f"answered {status}", status=status, retry_after=retry_after
                 )
@@ -212,7 +201,7 @@ class HTTPClient:
                     key,
                     f"answered {response.status}",
                     status=response.status,
-                    retry_after=_retry_after(response.headers.get("Retry-After")),
+                    retry_after=parse_retry_after(response.headers.get("Retry-After")),
                 )
         return response
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 
 import pytest
 from agentfn.functions import (
@@ -49,6 +51,23 @@ async def test_answers_the_broker_retries_are_unavailable(
         with pytest.raises(UnavailableError) as error:
             await publisher.publish(event("t", {}))
     assert (error.value.status, error.value.retry_after) == (status, 4.0)
+
+
+async def test_an_http_date_retry_after_is_honoured(sessions: SessionPool) -> None:
+    # RFC 9110 allows an HTTP date as well as seconds; the broker reads both, so must the agent.
+    ahead = format_datetime(datetime.now(UTC) + timedelta(hours=2), usegmt=True)
+    past = format_datetime(datetime(2015, 10, 21, 7, 28, tzinfo=UTC), usegmt=True)
+    waits: list[float | None] = []
+    for header in (ahead, past):
+        broker = Sink(default_status=503, answer_headers=[(b"retry-after", header.encode())])
+        async with serving(broker) as url:
+            publisher = HttpPublisher(url, sessions, CircuitBreakers())
+            with pytest.raises(UnavailableError) as error:
+                await publisher.publish(event("t", {}))
+        waits.append(error.value.retry_after)
+    assert waits[0] is not None
+    assert 7000 < waits[0] <= 7200
+    assert waits[1] == 0.0  # a date already past: no wait, not "unreadable"
 
 
 async def test_a_refused_event_is_a_publish_error_and_not_a_breaker_failure(
