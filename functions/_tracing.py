@@ -15,17 +15,22 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Final
 
 from agentfn.events import CloudEvent, extensions
-from opentelemetry import trace
+from opentelemetry import baggage, propagate, trace
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
+from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.trace import (
     INVALID_SPAN,
     NonRecordingSpan,
     NoOpTracerProvider,
     ProxyTracerProvider,
     Span,
+    SpanContext,
     SpanKind,
     Tracer,
     TracerProvider,
@@ -50,7 +55,7 @@ __all__ = [
     "trace_headers",
 ]
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 # OpenTelemetry semantic conventions for CloudEvents.
 ATTR_EVENT_ID: Final = "cloudevents.event_id"
@@ -65,11 +70,56 @@ ATTR_DUPLICATE: Final = "agentfn.duplicate"
 _PROPAGATOR: Final = TraceContextTextMapPropagator()
 
 
+def _w3c_only(textmap: TextMapPropagator) -> bool:
+    """Whether ``textmap`` writes W3C trace context and baggage, nothing else."""
+    parts = getattr(textmap, "_propagators", None) if type(textmap) is CompositePropagator else None
+    kinds = {type(p) for p in parts} if parts is not None else {type(textmap)}
+    return kinds <= {TraceContextTextMapPropagator, W3CBaggagePropagator}
+
+
+#: The global propagator OpenTelemetry built from ``OTEL_PROPAGATORS`` (default: tracecontext,
+#: baggage) when it is W3C only: for a span and no baggage it writes exactly what
+#: :func:`_w3c_headers` does, at a third of the cost per event.
+_W3C_DEFAULT: Final = (
+    propagate.get_global_textmap() if _w3c_only(propagate.get_global_textmap()) else None
+)
+#: What a carrier key must look like to travel as a CloudEvent extension attribute.
+_ATTRIBUTE_NAME: Final = re.compile(r"[a-z0-9]{1,20}")
+_dropped: set[str] = set()
+
+
 def trace_headers(span: Span) -> dict[str, str]:
-    """``traceparent`` (and ``tracestate``) naming ``span``; empty for an invalid context."""
+    """The trace context of ``span`` as the configured propagator writes it; empty if invalid.
+
+    The propagator is OpenTelemetry's global one (``OTEL_PROPAGATORS``, or
+    ``opentelemetry.propagate.set_global_textmap``), given ``span`` in the current context,
+    so baggage set there travels too. The result goes out as HTTP headers and as the extension
+    attributes of replies and published events, so names are lowercased and a name that is
+    not a valid attribute name (b3multi's ``x-b3-traceid``) is left out with a warning: use a
+    single-header format (``b3``) there.
+    """
     context = span.get_span_context()
     if not context.is_valid:
         return {}
+    textmap = propagate.get_global_textmap()
+    if textmap is _W3C_DEFAULT and not baggage.get_all():
+        return _w3c_headers(context)
+    carrier: dict[str, str] = {}
+    textmap.inject(carrier, context=trace.set_span_in_context(span))
+    headers: dict[str, str] = {}
+    for name, value in carrier.items():
+        key = name.lower()
+        if _ATTRIBUTE_NAME.fullmatch(key):
+            headers[key] = value
+        elif key not in _dropped:
+            _dropped.add(key)
+            log.warning(
+                "trace context field %r is not a CloudEvent attribute name; not carried", name
+            )
+    return headers
+
+
+def _w3c_headers(context: SpanContext) -> dict[str, str]:
     headers = {
         extensions.TRACEPARENT: (
             f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
@@ -196,7 +246,7 @@ def configure_from_env(environ: Mapping[str, str] | None = None) -> bool:
         elif name == "none":
             continue
         else:
-            logger.warning("OTEL_TRACES_EXPORTER=%s is not supported here; ignored", name)
+            log.warning("OTEL_TRACES_EXPORTER=%s is not supported here; ignored", name)
             continue
         provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)

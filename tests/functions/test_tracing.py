@@ -8,15 +8,37 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from agentfn.events import CloudEvent, extensions
 from agentfn.functions import Agent, Context, Settings
-from agentfn.functions._tracing import configure_from_env
+from agentfn.functions._tracing import configure_from_env, trace_headers
+from opentelemetry import propagate
+from opentelemetry.context import Context as TraceContext
+from opentelemetry.context import get_current
+from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.propagators.textmap import (
+    Getter,
+    Setter,
+    TextMapPropagator,
+    default_getter,
+    default_setter,
+)
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace import (
+    INVALID_SPAN,
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    StatusCode,
+    TraceFlags,
+    TraceState,
+    set_span_in_context,
+)
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from pydantic import BaseModel
 
 from tests.functions._support import Sink, asgi_client, event, post, reply_of, serving
@@ -268,3 +290,151 @@ async def test_otel_variables_turn_on_otlp_export() -> None:
     assert result.returncode == 0, result.stderr
     assert collector.paths == ["/v1/traces"]
     assert collector.headers[0]["content-type"] == "application/x-protobuf"
+
+
+class TenantPropagator(TextMapPropagator):
+    """A propagator of this deployment's own: the tenant id, and a field no event can carry."""
+
+    def inject(
+        self,
+        carrier: Any,
+        context: TraceContext | None = None,
+        setter: Setter[Any] = default_setter,
+    ) -> None:
+        setter.set(carrier, "agentfntenant", "tenant-7")
+        setter.set(carrier, "X-Tenant-Region", "eu")  # an HTTP header, not an attribute name
+
+    def extract(
+        self,
+        carrier: Any,
+        context: TraceContext | None = None,
+        getter: Getter[Any] = default_getter,
+    ) -> TraceContext:
+        return context if context is not None else get_current()
+
+    @property
+    def fields(self) -> set[str]:
+        return {"agentfntenant", "X-Tenant-Region"}
+
+
+@pytest.fixture
+def tenant_propagator() -> Iterator[None]:
+    configured = propagate.get_global_textmap()
+    propagate.set_global_textmap(
+        CompositePropagator([TraceContextTextMapPropagator(), TenantPropagator()])
+    )
+    yield
+    propagate.set_global_textmap(configured)
+
+
+@pytest.mark.usefixtures("tenant_propagator")
+async def test_the_configured_global_propagator_writes_replies_publishes_and_calls(
+    provider: TracerProvider, exporter: InMemorySpanExporter, caplog: pytest.LogCaptureFixture
+) -> None:
+    downstream, broker = Sink(default_status=200), Sink()
+    agent = Agent("tenanted")
+
+    @agent.on("go", emits={"went": Text})
+    async def go(text: Text, ctx: Context) -> Text:
+        await ctx.http.get(ctx.state["downstream"])
+        await ctx.publish(Text(text="published"))
+        return Text(text="reply")
+
+    async with serving(downstream) as down_url, serving(broker) as broker_url:
+        app = agent.app(
+            settings=Settings(idempotency="off", broker_url=broker_url), tracer_provider=provider
+        )
+        app.state["downstream"] = down_url
+        async with asgi_client(app) as client:
+            reply = reply_of(
+                await post(client, event("go", {"text": "x"}, traceparent=TRACEPARENT))
+            )
+    (span,) = exporter.get_finished_spans()
+    (published,) = broker.events
+    for carried in (reply.attributes, published.attributes, downstream.headers[0]):
+        assert carried["agentfntenant"] == "tenant-7"
+        assert carried["traceparent"] == traceparent_of(span)
+    # A field that cannot be an attribute is left out, and said so once.
+    assert not any("region" in name for name in (*reply.attributes, *published.attributes))
+    assert "x-tenant-region" not in downstream.headers[0]
+    dropped = [r for r in caplog.records if "x-tenant-region" in r.getMessage().lower()]
+    assert len(dropped) == 1
+    assert all(r.name == "agentfn.functions._tracing" for r in dropped)
+
+
+def test_the_default_propagators_write_what_the_propagator_itself_writes() -> None:
+    """The shortcut for W3C-only propagation agrees with the propagator, tracestate and all."""
+    span = NonRecordingSpan(
+        SpanContext(
+            int(TRACE_ID, 16),
+            int(PARENT_SPAN, 16),
+            is_remote=False,
+            trace_flags=TraceFlags(1),
+            trace_state=TraceState([("vendor", "v1")]),
+        )
+    )
+    expected: dict[str, str] = {}
+    propagate.get_global_textmap().inject(expected, context=set_span_in_context(span))
+    assert trace_headers(span) == expected
+    assert expected["tracestate"] == "vendor=v1"
+    assert trace_headers(INVALID_SPAN) == {}
+
+
+PROPAGATORS_SCRIPT = """
+import asyncio, json
+from opentelemetry import baggage, context
+from pydantic import BaseModel
+from agentfn.functions import Agent, Context, Settings
+from tests.functions._support import Sink, asgi_client, event, post, serving
+
+class Text(BaseModel):
+    text: str
+
+agent = Agent("bagged")
+
+@agent.on("in", emits={"out": Text})
+async def handle(text: Text, ctx: Context) -> None:
+    token = context.attach(baggage.set_baggage("tenant", "t1"))
+    try:
+        await ctx.publish(Text(text=text.text))
+    finally:
+        context.detach(token)
+
+async def main():
+    broker = Sink()
+    async with serving(broker) as url:
+        app = agent.app(settings=Settings(idempotency="off", broker_url=url))
+        async with asgi_client(app) as client:
+            sent = event("in", {"text": "x"}, traceparent="TRACEPARENT")
+            answer = await post(client, sent)
+    (published,) = broker.events
+    print(json.dumps({"status": answer.status_code, "attributes": {
+        k: str(v) for k, v in published.attributes.items()}}))
+
+asyncio.run(main())
+""".replace("TRACEPARENT", TRACEPARENT)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("propagators", "baggage_carried"),
+    [("baggage,tracecontext", "tenant=t1"), ("tracecontext", None)],
+)
+def test_otel_propagators_chooses_what_published_events_carry(
+    propagators: str, baggage_carried: str | None
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", PROPAGATORS_SCRIPT],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "OTEL_PROPAGATORS": propagators},
+    )
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert answer["status"] == 202
+    attributes = answer["attributes"]
+    assert attributes["traceparent"].split("-")[1] == TRACE_ID  # the chain's trace continues
+    assert attributes.get("baggage") == baggage_carried
