@@ -42,7 +42,7 @@ test: venv system-deps
 TYPECHECK := build/typecheck/agentfn
 typecheck-tree:
 	@rm -rf build/typecheck && mkdir -p $(TYPECHECK)
-	@ln -s $(CURDIR)/agentfn/__init__.py $(CURDIR)/agentfn/py.typed $(TYPECHECK)/
+	@ln -s $(CURDIR)/agentfn/*.py $(CURDIR)/agentfn/py.typed $(TYPECHECK)/
 	@for package in events brokers functions inference; do \
 		ln -s $(CURDIR)/$$package $(TYPECHECK)/$$package; done
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final
 
 from agentfn.brokers.config import BrokerSpec
@@ -13,22 +13,16 @@ from agentfn.brokers.log import EventTooLargeError, StoreUnavailableError
 from agentfn.brokers.metrics import BrokerMetrics
 from agentfn.events import CloudEvent, InvalidEventError, from_http
 
+from agentfn._asgi import Receive, Scope, Send, lifespan, read_body
+
 __all__ = ["IngressApp"]
 
 log = logging.getLogger(__name__)
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 Ingest = Callable[[BrokerSpec, Sequence[CloudEvent]], Awaitable[object]]
 
 _JSON: Final = [(b"content-type", b"application/json")]
 _ALLOW: Final = [(b"allow", b"POST, OPTIONS")]
-
-
-class _TooLargeError(Exception):
-    pass
 
 
 def _error(message: str, **fields: object) -> bytes:
@@ -59,7 +53,7 @@ class IngressApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
+            await lifespan(receive, send)
             return
         if scope["type"] != "http":
             return
@@ -118,9 +112,8 @@ class IngressApp:
                     return 400, _error("content-length is not a number"), 0
                 if declared > self._max_body:
                     return 413, _error(f"body over {self._max_body} bytes"), 0
-        try:
-            body = await self._read(receive)
-        except _TooLargeError:
+        body = await read_body(receive, self._max_body)
+        if body is None:
             return 413, _error(f"body over {self._max_body} bytes"), 0
         try:
             events = from_http(headers, body)
@@ -141,32 +134,6 @@ class IngressApp:
         except InvalidEventError as error:
             return 400, json.dumps(error.as_dict()).encode(), len(events)
         return 202, b"", len(events)
-
-    async def _read(self, receive: Receive) -> bytes:
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                break
-            chunk: bytes = message.get("body", b"")
-            size += len(chunk)
-            if size > self._max_body:
-                raise _TooLargeError
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-    @staticmethod
-    async def _lifespan(receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
 
 
 async def _respond(

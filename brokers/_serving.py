@@ -7,11 +7,13 @@ from typing import Any
 
 import uvicorn
 
+from agentfn._asgi import ASGIApp
+
 __all__ = ["serve_in_loop"]
 
 
 async def serve_in_loop(
-    app: Any, host: str, port: int, **options: Any
+    app: ASGIApp, host: str, port: int, **options: Any
 ) -> tuple[uvicorn.Server, int]:
     """Start uvicorn on ``host:port`` (0: any free port); the server and the bound port.
 

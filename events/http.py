@@ -35,6 +35,7 @@ __all__ = [
     "ContentMode",
     "DeliveryFormat",
     "UnsupportedContentModeError",
+    "binary_headers",
     "content_mode",
     "decode_data",
     "encode_data",
@@ -300,6 +301,29 @@ def to_binary(event: CloudEvent) -> tuple[dict[str, str], bytes]:
     elif data is not None and not isinstance(data, bytes | str):
         headers["content-type"] = "application/json"
     return headers, encode_data(data, content_type or headers.get("content-type"))
+
+
+def binary_headers(attributes: Mapping[str, AttributeValue]) -> list[tuple[bytes, bytes]] | None:
+    """``attributes`` as binary-mode header pairs (``datacontenttype`` as ``content-type``),
+    as an ASGI server sends them; ``None`` when a value would need percent-encoding, where
+    :func:`to_http` sends the event structured instead.
+
+    For writers that build an event's headers in parts (the shared ones once, the per-event
+    ones each time) without building the event: no validation, the caller's values are valid.
+    """
+    headers: list[tuple[bytes, bytes]] = []
+    content_type: bytes | None = None
+    for name, value in attributes.items():
+        text = attribute_text(value)
+        if name == "datacontenttype":
+            content_type = text.encode("latin-1")
+        elif header_safe(text):
+            headers.append((b"ce-" + name.encode("ascii"), text.encode("ascii")))
+        else:
+            return None
+    if content_type is not None:
+        headers.append((b"content-type", content_type))
+    return headers
 
 
 def to_structured(event: CloudEvent) -> tuple[dict[str, str], bytes]:

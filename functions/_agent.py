@@ -6,7 +6,7 @@ import inspect
 import re
 import sys
 import typing
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
@@ -15,22 +15,20 @@ from agentfn.functions._asgi import AgentApp
 from agentfn.functions._errors import AgentDefinitionError
 from agentfn.functions._hints import Delivery, Resources, Scaling
 from agentfn.functions._spec import AgentSpec, HandlerSpec
+from agentfn.functions.settings import Settings
 from pydantic import BaseModel
+
+from agentfn._asgi import Receive, Scope, Send
 
 if TYPE_CHECKING:
     from agentfn.functions._breaker import CircuitBreakers
     from agentfn.functions._idempotency import IdempotencyStore
     from agentfn.functions._publisher import Publisher
-    from agentfn.functions.settings import Settings
     from opentelemetry.trace import TracerProvider
 
 __all__ = ["Agent"]
 
 HandlerT = TypeVar("HandlerT", bound=Callable[..., Any])
-
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 # A Knative Service name is a DNS-1035 label.
 _AGENT_NAME: Final = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
@@ -181,16 +179,17 @@ class Agent:
     ) -> AgentApp:
         """An ASGI app serving this agent.
 
-        Parts not given come from ``settings`` (by default read from the environment when the
-        app starts): the idempotency store, the breakers, the broker publisher. The app takes
+        Parts not given are made as ``settings`` configure (:meth:`AgentApp.from_settings`;
+        without ``settings``, read from the environment now): the idempotency store, the
+        breakers, the broker publisher. The app takes
         the handlers declared so far. ``configure_tracing`` lets the app install an
         OpenTelemetry SDK from ``OTEL_*`` variables (process entry points only).
         """
         if not self._handlers:
             raise AgentDefinitionError(f"agent {self.name!r} declares no handler")
-        return AgentApp(
+        return AgentApp.from_settings(
             self.spec,
-            settings=settings,
+            settings if settings is not None else Settings(),
             store=store,
             breakers=breakers,
             publisher=publisher,

@@ -5,22 +5,36 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from agentfn.events import AttributeValue, CloudEvent
-from agentfn.functions._breaker import CircuitBreakers
 from agentfn.functions._publisher import HTTPClient
-from agentfn.functions._spec import HandlerSpec
-from agentfn.functions._tracing import trace_headers
-from agentfn.functions.settings import Settings
-from opentelemetry.trace import Span
-from pydantic import BaseModel
 
 if TYPE_CHECKING:
-    from agentfn.functions._asgi import AgentApp
+    from agentfn.functions._breaker import CircuitBreakers
+    from agentfn.functions._outbox import Outbox
+    from agentfn.functions._publisher import SessionPool
+    from agentfn.functions._spec import HandlerSpec
+    from agentfn.functions.settings import Settings
+    from opentelemetry.trace import Span
+    from pydantic import BaseModel
     from redis.asyncio import Redis
 
-__all__ = ["Context"]
+__all__ = ["Context", "Services"]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Services:
+    """What every handling of one agent shares with its handler; built once per app."""
+
+    agent: str
+    logger: logging.Logger
+    settings: Settings
+    state: dict[str, Any]
+    redis: Redis | None
+    breakers: CircuitBreakers
+    sessions: SessionPool
 
 
 class Context:
@@ -33,66 +47,65 @@ class Context:
     :attr:`redis` (the agent's Redis client when one is configured).
     """
 
-    __slots__ = (
-        "_app",
-        "_http",
-        "_logger",
-        "_published",
-        "_trace",
-        "chain_id",
-        "event",
-        "handler",
-        "span",
-    )
+    __slots__ = ("_http", "_logger", "_outbox", "_services")
 
-    def __init__(
-        self, app: AgentApp, handler: HandlerSpec, event: CloudEvent, chain_id: str, span: Span
-    ) -> None:
-        self._app = app
-        self.handler = handler
-        self.event = event
-        self.chain_id = chain_id
-        self.span = span
+    def __init__(self, services: Services, outbox: Outbox) -> None:
+        self._services = services
+        self._outbox = outbox
         self._logger: logging.LoggerAdapter[logging.Logger] | None = None
         self._http: HTTPClient | None = None
-        self._trace: dict[str, str] | None = None
-        self._published = 0
+
+    @property
+    def event(self) -> CloudEvent:
+        return self._outbox.event
+
+    @property
+    def handler(self) -> HandlerSpec:
+        return self._outbox.handler
+
+    @property
+    def chain_id(self) -> str:
+        return self._outbox.chain_id
+
+    @property
+    def span(self) -> Span:
+        return self._outbox.span
 
     @property
     def agent(self) -> str:
-        return self._app.spec.name
+        return self._services.agent
 
     @property
     def attributes(self) -> Mapping[str, AttributeValue]:
         """The incoming event's context attributes and extensions."""
-        return self.event.attributes
+        return self._outbox.event.attributes
 
     @property
     def logger(self) -> logging.LoggerAdapter[logging.Logger]:
         """The agent's logger, with the event id and chain id on every record."""
         if self._logger is None:
             self._logger = logging.LoggerAdapter(
-                self._app.logger,
+                self._services.logger,
                 {"event_id": self.event.id, "chain_id": self.chain_id, "agent": self.agent},
             )
         return self._logger
 
     @property
     def settings(self) -> Settings:
-        return self._app.settings
+        return self._services.settings
 
     @property
     def state(self) -> dict[str, Any]:
         """Per-app storage for resources a handler builds once (caches, joins)."""
-        return self._app.state
+        return self._services.state
 
     @property
     def redis(self) -> Redis | None:
-        return self._app.redis
+        return self._services.redis
 
     @property
     def breakers(self) -> CircuitBreakers:
-        return self._app.breakers
+        return self._services.breakers
 
     def guard(self, destination: str) -> AbstractAsyncContextManager[None]:
         """The breaker of ``destination`` around a block: ``async with ctx.guard("llm"): ...``.
@@ -100,22 +113,23 @@ class Context:
         An exception in the block counts as a failure; an open breaker raises
         :class:`CircuitOpenError` (the handler answers 503 with ``Retry-After``).
         """
-        return self._app.breakers.guard(destination)
+        return self._services.breakers.guard(destination)
 
     def trace_headers(self) -> dict[str, str]:
         """``traceparent``/``tracestate`` of this handling, for clients of your own."""
-        return dict(self.trace_carrier())
+        return dict(self._outbox.trace_carrier())
 
     def trace_carrier(self) -> Mapping[str, str]:
         """The same, computed once per handling and shared (do not mutate)."""
-        if self._trace is None:
-            self._trace = trace_headers(self.span)
-        return self._trace
+        return self._outbox.trace_carrier()
 
     @property
     def http(self) -> HTTPClient:
         if self._http is None:
-            self._http = HTTPClient(self._app.sessions, self._app.breakers, self.trace_carrier())
+            services = self._services
+            self._http = HTTPClient(
+                services.sessions, services.breakers, self._outbox.trace_carrier()
+            )
         return self._http
 
     async def publish(
@@ -128,7 +142,4 @@ class Context:
         derived from the incoming event and the publish's position, so a retried handler that
         publishes again sends the same ids and downstream agents drop the repeats.
         """
-        self._published += 1
-        event = self._app.outgoing(self, payload, event_type=type, sequence=self._published)
-        await self._app.publish(event)
-        return event
+        return await self._outbox.publish(payload, event_type=type)

@@ -14,7 +14,7 @@ import json as jsonlib
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from agentfn.events import CloudEvent, is_retryable_status, parse_retry_after, to_http
 from agentfn.functions._breaker import CircuitBreakers
@@ -27,6 +27,7 @@ __all__ = [
     "HTTPClient",
     "HTTPResponse",
     "HttpPublisher",
+    "NoPublisher",
     "Publisher",
     "SessionPool",
     "destination_of",
@@ -76,11 +77,31 @@ class SessionPool:
             await self._session.close()
             self._session = None
 
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
+
 
 class Publisher(Protocol):
     """Where emitted events go when they are not the reply."""
 
     async def publish(self, event: CloudEvent) -> None: ...
+
+
+class NoPublisher:
+    """The publisher of an agent configured with no broker: publishing is a clear error (a 500
+    naming the setting), never a silent drop."""
+
+    def __init__(self, agent: str) -> None:
+        self._agent = agent
+
+    async def publish(self, event: CloudEvent) -> None:
+        raise RuntimeError(
+            f"agent {self._agent!r} publishes events but has no broker: "
+            "set AGENTFN_BROKER_URL (agentfn serve --broker URL)"
+        )
 
 
 class HttpPublisher:

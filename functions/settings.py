@@ -34,6 +34,9 @@ passes the result down; no other module of :mod:`functions` reads these variable
     ``Retry-After`` of a 503 whose cause names no delay of its own.
 ``AGENTFN_OUTBOUND_TIMEOUT_S`` (10)
     Total timeout of ``ctx.http`` calls and of publishing to the broker.
+``AGENTFN_MAX_BODY_BYTES`` (33554432: 32 MiB)
+    Largest request body the agent reads; a larger one is answered 413 (as the broker's
+    ``AGENTFN_BROKER_MAX_BODY_BYTES`` bounds what its ingress accepts).
 
 Tracing export is configured by the standard OpenTelemetry variables, which the OpenTelemetry
 SDK reads itself: ``OTEL_TRACES_EXPORTER`` (``otlp``, ``console`` or ``none``),
@@ -49,9 +52,12 @@ from typing import Literal
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["ENV_PREFIX", "IdempotencyMode", "Settings"]
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "ENV_PREFIX", "IdempotencyMode", "Settings"]
 
 ENV_PREFIX = "AGENTFN_"
+#: Above any event a default broker delivers (its ingress takes 1 MiB), so an agent refuses
+#: only what no broker it is likely to sit behind would have let through.
+DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
 
 IdempotencyMode = Literal["auto", "embedded", "redis", "off"]
 
@@ -76,6 +82,7 @@ class Settings(BaseSettings):
     breaker_shared: bool = False
     retry_after_s: float = Field(default=1.0, ge=0)
     outbound_timeout_s: float = Field(default=10.0, gt=0)
+    max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=1)
 
     @model_validator(mode="after")
     def _redis_when_required(self) -> Settings:

@@ -382,23 +382,20 @@ async def test_the_functions_framework_target_answers_the_same(calls: Calls) -> 
         assert (await client.get("/healthz")).text == "ok"
 
 
-async def test_a_body_over_the_limit_is_413(
-    client: httpx.AsyncClient, app: AgentApp, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from agentfn.functions import _asgi
-
-    monkeypatch.setattr(_asgi, "MAX_BODY_BYTES", 64)
+async def test_a_body_over_the_limit_is_413(calls: Calls) -> None:
+    app = build_agent(calls).app(settings=Settings(idempotency="embedded", max_body_bytes=64))
     headers, body = binary(event("t.sum", {"values": list(range(40))}))
-    assert (await client.post("/", headers=headers, content=body)).status_code == 413
 
     async def chunks() -> AsyncIterator[bytes]:  # a chunked body, read piece by piece
         for start in range(0, len(body), 16):
             yield body[start : start + 16]
 
-    chunked = await client.post("/", headers=headers, content=chunks())
-    assert chunked.status_code == 413
-    small_headers, small = binary(event("t.sum", {"values": [1]}))
-    assert (await client.post("/", headers=small_headers, content=small)).status_code == 200
+    async with asgi_client(app) as client:
+        assert (await client.post("/", headers=headers, content=body)).status_code == 413
+        chunked = await client.post("/", headers=headers, content=chunks())
+        assert chunked.status_code == 413
+        small_headers, small = binary(event("t.sum", {"values": [1]}))
+        assert (await client.post("/", headers=small_headers, content=small)).status_code == 200
 
 
 async def test_the_agent_itself_is_an_asgi_app_configured_from_the_environment(

@@ -78,3 +78,12 @@ def test_settings_are_frozen() -> None:
     settings = Settings()
     with pytest.raises(ValidationError):
         settings.port = 1  # type: ignore[misc]
+
+
+def test_the_agent_body_limit_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().max_body_bytes == 32 * 1024 * 1024
+    monkeypatch.setenv("AGENTFN_MAX_BODY_BYTES", "65536")
+    assert Settings().max_body_bytes == 65536
+    monkeypatch.setenv("AGENTFN_MAX_BODY_BYTES", "0")
+    with pytest.raises(ValidationError, match="max_body_bytes"):
+        Settings()
