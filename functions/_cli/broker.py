@@ -17,6 +17,8 @@ from agentfn.brokers.settings import BrokerSettings
 from agentfn.functions._cli._process import tune_gc_for_serving
 from rich.console import Console
 
+from agentfn._asgi import run as run_loop
+
 console = Console(stderr=True)
 
 
@@ -153,16 +155,7 @@ def broker(
         console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(2) from None
     try:
-        _run(_serve(server, host, port))
+        run_loop(_serve(server, host, port))
     except StoreUnavailableError as error:
         console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(1) from None
-
-
-def _run(main: object) -> None:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency through uvicorn[standard]
-        asyncio.run(main)  # type: ignore[arg-type]
-    else:
-        uvloop.run(main)  # type: ignore[arg-type]

@@ -40,6 +40,8 @@ from agentfn.functions.settings import Settings
 from rich.console import Console
 from rich.table import Table
 
+from agentfn._asgi import run as run_loop
+
 console = Console(highlight=False)
 
 _COLOURS = itertools.cycle(["cyan", "magenta", "green", "yellow", "blue", "bright_red"])
@@ -245,12 +247,7 @@ def dev(
             settings=settings,
             in_process=in_process,
         )
-        try:
-            import uvloop
-        except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard]
-            asyncio.run(run)
-        else:
-            uvloop.run(run)
+        run_loop(run)
     except (ConfigError, ValueError, RuntimeError) as error:
         console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(2) from None
