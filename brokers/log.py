@@ -19,6 +19,7 @@ __all__ = [
     "EventLog",
     "EventTooLargeError",
     "LogRecord",
+    "LogUnavailableError",
     "StoreUnavailableError",
     "Subscription",
     "topic_name",
@@ -30,14 +31,24 @@ def topic_name(namespace: str, broker: str) -> str:
     return f"knative-broker-{namespace}-{broker}"
 
 
-class StoreUnavailableError(RuntimeError):
-    """The log could not make an append durable (the ingress answers 503)."""
+class LogUnavailableError(RuntimeError):
+    """The event log could not make an append durable, or cannot serve a consumer group.
+
+    The ingress answers 503 and the sender retries. Not the agent runtime's
+    :class:`agentfn.functions.StoreUnavailableError` (its idempotency store), which the
+    broker never sees: the two packages share only :mod:`agentfn.events`.
+    """
+
+
+#: The name this error had. An alias, so code that caught it still does; new code names
+#: :class:`LogUnavailableError`.
+StoreUnavailableError = LogUnavailableError
 
 
 class EventTooLargeError(ValueError):
     """The log can never store this event: it is larger than a record may be (413, not 503).
 
-    Not a :class:`StoreUnavailableError`: a retry of the same event fails the same way.
+    Not a :class:`LogUnavailableError`: a retry of the same event fails the same way.
     """
 
 
@@ -88,7 +99,7 @@ class EventLog(Protocol):
     async def append(self, topic: str, events: Sequence[CloudEvent]) -> list[LogRecord]:
         """Store ``events`` atomically (all or none), durable when this returns.
 
-        Raises :class:`StoreUnavailableError` when the write cannot be made durable, and
+        Raises :class:`LogUnavailableError` when the write cannot be made durable, and
         :class:`EventTooLargeError` when an event is larger than the log stores.
         """
         ...

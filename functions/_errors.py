@@ -57,7 +57,11 @@ class CircuitOpenError(RetryableError):
 
 
 class StoreUnavailableError(RetryableError):
-    """The idempotency store cannot be reached: the event is refused, never run unrecorded."""
+    """The idempotency store cannot be reached: the event is refused, never run unrecorded.
+
+    The agent's only store. The broker's event log has an error of its own,
+    :class:`agentfn.brokers.LogUnavailableError`: neither package imports the other.
+    """
 
 
 class PublishError(Exception):
