@@ -7,8 +7,8 @@ The names most programs need, from one place::
 The parts live in sub-packages with one job each: :mod:`agentfn.events` (the CloudEvent
 contract), :mod:`agentfn.brokers` (how events move: the embedded and Kafka brokers),
 :mod:`agentfn.functions` (the agent runtime, the CLI, the reference agents) and
-:mod:`agentfn.inference` (model servers). The names below are imported when first used
-(PEP 562), so ``import agentfn`` costs nothing a command does not use.
+:mod:`agentfn.inference` (for now, loading the optional heavy extras). The names below are
+imported when first used (PEP 562), so ``import agentfn`` costs nothing a command does not use.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
-"""KServe model servers and the Open Inference Protocol client.
+"""Inference, where it begins: loading the optional heavy dependencies.
 
-The KServe and PyTorch parts are optional extras (``agentfn[kserve]``, ``agentfn[torch]``);
-:func:`import_optional` loads them with an error that names the extra to install.
+Today this package holds :func:`import_optional` only: the KServe and PyTorch parts are
+optional extras (``agentfn[kserve]``, ``agentfn[torch]``), and it loads them with an error that
+names the extra to install. Model servers and an Open Inference Protocol client are not here yet.
 """
 
 from agentfn.inference._optional import EXTRAS, MissingExtraError, import_optional
