@@ -8,12 +8,22 @@ import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 
 import httpx
 import pytest
 from agentfn.events import CloudEvent, extensions, from_http
 from agentfn.events.http import STRUCTURED_CONTENT_TYPE
-from agentfn.functions import Agent, AgentApp, Context, Delivery, RetryableError, Settings
+from agentfn.functions import (
+    Agent,
+    AgentApp,
+    ClaimState,
+    Context,
+    Delivery,
+    InMemoryIdempotencyStore,
+    RetryableError,
+    Settings,
+)
 from pydantic import BaseModel, Field
 
 from tests.functions._support import asgi_client, binary, event, post, reply_of, structured
@@ -409,3 +419,22 @@ async def test_the_agent_itself_is_an_asgi_app_configured_from_the_environment(
         second = reply_of(await post(client, sent))
     assert first.id != second.id  # dedupe off: both deliveries ran
     assert calls.totals == [[5], [5]]
+
+
+async def test_async_with_starts_the_app_and_closes_what_it_opened(
+    calls: Calls, tmp_path: Path
+) -> None:
+    store = InMemoryIdempotencyStore(path=tmp_path / "outcomes.jsonl")
+    app = AgentApp.from_settings(build_agent(calls).spec, Settings(), store=store)
+    async with app:
+        session = app.sessions.get()  # the pooled client ctx.http and the publisher use
+        status, _, body = await app.deliver(event("t.sum", {"values": [2, 3]}))
+        assert (status, json.loads(body)) == (200, {"total": 5, "count": 2})
+    assert session.closed
+    # The store was given, not made by the app: the caller's to close, still writing its file.
+    assert (await store.claim("later", "token", 10.0)).state is ClaimState.ACQUIRED
+    await store.complete("later", "token", b"", 60.0)
+    await store.aclose()
+    reopened = InMemoryIdempotencyStore(path=tmp_path / "outcomes.jsonl")
+    assert (await reopened.claim("later", "other", 10.0)).state is ClaimState.DONE
+    await reopened.aclose()
