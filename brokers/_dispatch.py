@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentfn.brokers._sender import Attempt, Sender, wait_or_stop
+from agentfn.brokers._sender import Attempt, Route, Sender, wait_or_stop
 from agentfn.brokers.config import DeliveryOrder, TriggerSpec
 from agentfn.brokers.delivery import DeliveryPolicy, is_retryable
 from agentfn.brokers.log import EventTooLargeError, LogRecord, StoreUnavailableError, Subscription
@@ -92,7 +92,12 @@ class TriggerDispatcher:
         self.subscriber_url = subscriber_url
         self.dead_letter_url = dead_letter_url
         self._subscription = subscription
-        self._sender = sender
+        # Each destination's transport and slots are chosen here, once, not per event.
+        self._subscriber = sender.route(subscriber_url)
+        self._subscriber_slots = limits.subscriber_slots(subscriber_url)
+        self._sink: tuple[Route, asyncio.Semaphore] | None = None
+        if dead_letter_url is not None:
+            self._sink = sender.route(dead_letter_url), limits.subscriber_slots(dead_letter_url)
         self._ingest = ingest
         self._limits = limits
         self._metrics = metrics
@@ -230,11 +235,17 @@ class TriggerDispatcher:
 
     # -- delivering --------------------------------------------------------------------------
 
-    async def _attempt(self, url: str, event: CloudEvent, *, expect_reply: bool) -> Attempt:
-        async with self._limits.subscriber_slots(url), self._limits.global_slots():
+    async def _attempt(
+        self,
+        route: Route,
+        slots: asyncio.Semaphore,
+        event: CloudEvent,
+        *,
+        expect_reply: bool,
+    ) -> Attempt:
+        async with slots, self._limits.global_slots():
             started = time.perf_counter()
-            attempt = await self._sender.send(
-                url,
+            attempt = await route.send(
                 event,
                 timeout=self.policy.attempt_timeout,
                 expect_reply=expect_reply,
@@ -283,7 +294,9 @@ class TriggerDispatcher:
             if not self._still_owned(entry):
                 self._finish(entry)
                 return
-            attempt = await self._attempt(self.subscriber_url, event, expect_reply=True)
+            attempt = await self._attempt(
+                self._subscriber, self._subscriber_slots, event, expect_reply=True
+            )
             if attempt.ok:
                 if attempt.reply is None or await self._forward_reply(event, attempt.reply):
                     self._finish(entry)
@@ -356,7 +369,7 @@ class TriggerDispatcher:
 
     async def _dead_letter(self, event: CloudEvent, last: Attempt) -> None:
         outcome_labels = self._metrics.dead_lettered
-        if self.dead_letter_url is None:
+        if self._sink is None:
             outcome_labels.labels(*self._labels, "dropped").inc()
             log.warning(
                 "trigger %s: gave up on event %s (status %s, %s) and no deadLetterSink is set",
@@ -375,7 +388,7 @@ class TriggerDispatcher:
         letter = event.with_attributes(**extensions)
         retries = 0
         while True:
-            attempt = await self._attempt(self.dead_letter_url, letter, expect_reply=False)
+            attempt = await self._attempt(*self._sink, letter, expect_reply=False)
             if attempt.ok:
                 outcome_labels.labels(*self._labels, "sent").inc()
                 log.warning(

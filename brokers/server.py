@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 
 import uvicorn
 from agentfn.brokers._dispatch import DispatchLimits, TriggerDispatcher
+from agentfn.brokers._http1 import ANSWER_HEAD_BYTES
 from agentfn.brokers._ingress import IngressApp
 from agentfn.brokers._sender import Sender
 from agentfn.brokers._serving import serve_in_loop
@@ -70,7 +71,12 @@ class BrokerServer:
         self._log = event_log
         self._services = dict(services or {})
         self._retry_observer = retry_observer
-        self._sender = Sender(connections=self.settings.max_in_flight, local=local_subscribers)
+        self._sender = Sender(
+            connections=self.settings.max_in_flight,
+            local=local_subscribers,
+            # A reply is an event like any other: the body limit of the ingress bounds it.
+            max_answer_bytes=self.settings.max_body_bytes + ANSWER_HEAD_BYTES,
+        )
         self._limits = DispatchLimits(
             max_in_flight=self.settings.max_in_flight,
             subscriber_in_flight=self.settings.subscriber_in_flight,
