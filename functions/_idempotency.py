@@ -48,7 +48,6 @@ __all__ = [
     "RedisIdempotencyStore",
     "idempotency_key",
     "new_token",
-    "redis_client",  # the factory's old home: agentfn.functions._redis is where it lives
 ]
 
 
