@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final
 
 from agentfn.brokers.config import BrokerSpec
-from agentfn.brokers.log import EventTooLargeError, StoreUnavailableError
+from agentfn.brokers.log import EventTooLargeError, LogUnavailableError
 from agentfn.brokers.metrics import BrokerMetrics
 from agentfn.events import CloudEvent, InvalidEventError, from_http
 
@@ -125,7 +125,7 @@ class IngressApp:
             return 202, b"", 0
         try:
             await self._ingest(broker, events)
-        except StoreUnavailableError as error:
+        except LogUnavailableError as error:
             log.error("ingress %s: %s", broker.path, error)
             return 503, _error("the event store cannot write; retry later"), len(events)
         except EventTooLargeError as error:
