@@ -180,7 +180,7 @@ async def _subscription(bootstrap: str, count: int, run: int) -> float:
         await asyncio.gather(*commits)
         return (time.perf_counter() - started) * count / (count - len(first))
     finally:
-        await log.close()
+        await log.aclose()
 
 
 async def _dispatch(bootstrap: str, count: int, run: int) -> float:
@@ -270,7 +270,7 @@ async def _append_to_fetch(bootstrap: str, topic: str, count: int, rate: float) 
         await asyncio.gather(*appends, *commits)
         return [1000 * (seen[i] - sent[i]) for i in sent]
     finally:
-        await log.close()
+        await log.aclose()
 
 
 def _produce_to_poll(bootstrap: str, topic: str, count: int, rate: float) -> list[float]:

@@ -145,7 +145,7 @@ class TriggerDispatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._committer
         await self._flush_commits()
-        await self._subscription.close()
+        await self._subscription.aclose()
 
     # -- fetching ----------------------------------------------------------------------------
 

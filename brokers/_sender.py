@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final
+from types import TracebackType
+from typing import Final, Self
 
 from agentfn.brokers._http1 import DEFAULT_MAX_ANSWER_BYTES, Http1Pool, Http1Transport
 from agentfn.brokers._transport import (
@@ -76,9 +77,21 @@ class Sender:
     async def start(self) -> None:
         await self._aiohttp.start()
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         self._pool.close()
         await self._aiohttp.aclose()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
 
     def route(self, url: str) -> Route:
         """Deliveries to ``url``, their transport chosen here, once (a Trigger's set-up)."""

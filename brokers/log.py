@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from types import TracebackType
+from typing import Protocol, Self
 
 from agentfn.events import CloudEvent
 
@@ -86,15 +87,42 @@ class Subscription(Protocol):
         """
         ...
 
-    async def close(self) -> None: ...
+    async def aclose(self) -> None:
+        """Leave the group; ``fetch`` returns nothing from now on."""
+        ...
+
+    async def __aenter__(self) -> Self:
+        """The subscription, joined already (``subscribe``); ``aclose`` on the way out."""
+        ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
 
 
 class EventLog(Protocol):
-    """Durable append, and consumer groups that read what is due and acknowledge it."""
+    """Durable append, and consumer groups that read what is due and acknowledge it.
+
+    ``async with log:`` starts it and closes it on the way out.
+    """
 
     async def start(self) -> None: ...
 
-    async def close(self) -> None: ...
+    async def aclose(self) -> None:
+        """Close every subscription, then the log."""
+        ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
 
     async def append(self, topic: str, events: Sequence[CloudEvent]) -> list[LogRecord]:
         """Store ``events`` atomically (all or none), durable when this returns.

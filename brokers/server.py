@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Self
 
 import uvicorn
 from agentfn.brokers._dispatch import DispatchLimits, TriggerDispatcher
@@ -48,7 +50,8 @@ class BrokerServer:
     """Brokers and Triggers of a :class:`Topology`, served over one HTTP port.
 
     ``await start()`` opens the log and the dispatchers, ``await listen(...)`` serves the
-    ingress, ``await stop()`` drains and closes. ``app`` is the ASGI ingress for in-process use.
+    ingress, ``await stop(grace)`` drains and closes (``aclose()``, or leaving ``async with``,
+    with the default grace). ``app`` is the ASGI ingress for in-process use.
     ``local_subscribers`` maps URL origins (e.g. ``inprocess://planner``) to subscribers hosted
     in this process (:mod:`agentfn.brokers.inprocess`); deliveries to them are calls, not
     requests. ``retry_observer`` is told of every retry a dispatcher schedules
@@ -160,5 +163,21 @@ class BrokerServer:
             self._server.should_exit = True
             await self._server.shutdown()
         await asyncio.gather(*(d.stop(grace) for d in self._dispatchers))
-        await self._sender.close()
-        await self._log.close()
+        await self._sender.aclose()
+        await self._log.aclose()
+
+    async def aclose(self) -> None:
+        """:meth:`stop` with the default grace."""
+        await self.stop()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

@@ -8,9 +8,8 @@ being written waits for the next, and one transaction (one fsync) then makes the
 ``bench/bench_broker.py`` measures it.
 
 Reads stay off the disk in the steady state: after each commit the writer hands the new
-records to every live subscription of the topic, which buffers them (bounded). A subscription
-that falls too far behind, or that starts after a restart, reads from SQLite until it has
-caught up. The embedded log has one partition per topic.
+records to every live subscription of the topic (:mod:`agentfn.brokers.embedded.subscription`).
+The embedded log has one partition per topic.
 
 This is for development, tests and single-machine use. Production scale belongs to Knative's
 Kafka Broker (or the Kafka backend of this broker), never to this file.
@@ -25,12 +24,13 @@ import logging
 import sqlite3
 import threading
 import time
-from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from types import TracebackType
+from typing import Final, Self
 
+from agentfn.brokers.embedded.subscription import PARTITION, SqliteSubscription
 from agentfn.brokers.log import LogRecord, StoreUnavailableError
 from agentfn.events import CloudEvent
 from agentfn.events.http import event_from_json, event_to_json
@@ -39,7 +39,6 @@ __all__ = ["SqliteEventLog"]
 
 log = logging.getLogger(__name__)
 
-_PARTITION: Final = 0
 _TRIM_ROWS: Final = 5_000  # most rows one trim deletes
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS events (
@@ -80,86 +79,6 @@ def _decode(body: bytes) -> CloudEvent:
     return event_from_json(json.loads(body))
 
 
-class _SqliteSubscription:
-    def __init__(self, owner: SqliteEventLog, topic: str, group: str, position: int) -> None:
-        self._owner = owner
-        self._topic = topic
-        self._group = group
-        self._position = position  # offset of the last record handed out
-        self._buffer: deque[LogRecord] = deque()
-        self._behind = True  # start by asking the database what is already there
-        self._wakeup = asyncio.Event()
-        self._closed = False
-        self.committed = position + 1
-
-    def assigned(self) -> frozenset[int]:
-        return frozenset({_PARTITION})
-
-    def lag(self) -> int:
-        return max(0, self._owner._next_seq.get(self._topic, 0) - self.committed)
-
-    def _on_appended(self, records: list[LogRecord]) -> None:
-        if self._closed:
-            return
-        if len(self._buffer) + len(records) > self._owner.buffer_limit:
-            # Too far behind to keep in memory: drop the buffer and read from the database.
-            self._buffer.clear()
-            self._behind = True
-        else:
-            self._buffer.extend(records)
-        self._wakeup.set()
-
-    def _take_buffered(self, max_records: int) -> list[LogRecord]:
-        while self._buffer and self._buffer[0].offset <= self._position:
-            self._buffer.popleft()  # already read from the database while catching up
-        if self._buffer and self._buffer[0].offset != self._position + 1:
-            self._buffer.clear()
-            self._behind = True
-            return []
-        taken: list[LogRecord] = []
-        while self._buffer and len(taken) < max_records:
-            taken.append(self._buffer.popleft())
-        if taken:
-            self._position = taken[-1].offset
-        return taken
-
-    async def fetch(self, max_records: int, timeout: float) -> list[LogRecord]:
-        deadline = time.monotonic() + timeout
-        while not self._closed:
-            if self._behind:
-                records = await self._owner._read(self._topic, self._position, max_records)
-                if records:
-                    self._position = records[-1].offset
-                if len(records) < max_records:
-                    self._behind = False  # caught up: the buffer holds whatever came since
-                if records:
-                    return records
-            taken = self._take_buffered(max_records)
-            if taken:
-                return taken
-            if self._behind:
-                continue
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return []
-            self._wakeup.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), remaining)
-        return []
-
-    async def commit(self, offsets: Mapping[int, int]) -> None:
-        next_seq = offsets.get(_PARTITION)
-        if next_seq is None or next_seq <= self.committed:
-            return
-        self.committed = next_seq
-        self._owner._enqueue_commit(self._topic, self._group, next_seq)
-
-    async def close(self) -> None:
-        self._closed = True
-        self._wakeup.set()
-        self._owner._forget(self)
-
-
 class SqliteEventLog:
     """:class:`~agentfn.brokers.log.EventLog` over one SQLite file in ``data_dir``.
 
@@ -194,7 +113,7 @@ class SqliteEventLog:
         self._reader_lock = threading.Lock()
         self._next_seq: dict[str, int] = {}
         self._cursors: dict[tuple[str, str], int] = {}
-        self._subscriptions: dict[str, list[_SqliteSubscription]] = {}
+        self._subscriptions: dict[str, list[SqliteSubscription]] = {}
         self._trimmed: dict[str, int] = {}  # writer thread only: seq below which all is gone
 
     def _connect(self) -> sqlite3.Connection:
@@ -222,10 +141,10 @@ class SqliteEventLog:
         )
         self._thread.start()
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         for subscriptions in list(self._subscriptions.values()):
             for subscription in list(subscriptions):
-                await subscription.close()
+                await subscription.aclose()
         with self._cond:
             self._closing = True
             self._cond.notify()
@@ -233,6 +152,18 @@ class SqliteEventLog:
             await asyncio.to_thread(self._thread.join)
         if self._reader is not None:
             self._reader.close()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
 
     # -- appending ---------------------------------------------------------------------------
 
@@ -254,9 +185,9 @@ class SqliteEventLog:
         finally:
             timer.cancel()
 
-    def _enqueue_commit(self, topic: str, group: str, next_seq: int) -> None:
+    def save_position(self, topic: str, group: str, next_offset: int) -> None:
         with self._cond:
-            self._pending.commits[(topic, group)] = next_seq
+            self._pending.commits[(topic, group)] = next_offset
             if self._writer_idle:
                 self._cond.notify()
 
@@ -353,16 +284,21 @@ class SqliteEventLog:
     def _publish(self, assigned: list[tuple[_Append, int]]) -> None:
         for append, first in assigned:
             records = [
-                LogRecord(_PARTITION, first + i, event) for i, event in enumerate(append.events)
+                LogRecord(PARTITION, first + i, event) for i, event in enumerate(append.events)
             ]
             if not append.future.done():
                 append.future.set_result(records)
             for subscription in self._subscriptions.get(append.topic, ()):
-                subscription._on_appended(records)
+                subscription.on_appended(records)
 
     # -- reading -----------------------------------------------------------------------------
 
-    async def _read(self, topic: str, after: int, limit: int) -> list[LogRecord]:
+    # -- the subscriptions' store (agentfn.brokers.embedded.subscription.Store) --------------
+
+    def end_of(self, topic: str) -> int:
+        return self._next_seq.get(topic, 0)
+
+    async def read_after(self, topic: str, after: int, limit: int) -> list[LogRecord]:
         def query() -> list[tuple[int, bytes]]:
             assert self._reader is not None
             with self._reader_lock:
@@ -376,9 +312,9 @@ class SqliteEventLog:
         except sqlite3.Error as error:
             log.warning("event log read failed, will retry: %s", error)
             return []
-        return [LogRecord(_PARTITION, seq, _decode(body)) for seq, body in rows]
+        return [LogRecord(PARTITION, seq, _decode(body)) for seq, body in rows]
 
-    async def subscribe(self, topic: str, group: str) -> _SqliteSubscription:
+    async def subscribe(self, topic: str, group: str) -> SqliteSubscription:
         if self._loop is None:
             raise RuntimeError("start() the log first")
         committed = self._cursors.get((topic, group))
@@ -386,12 +322,14 @@ class SqliteEventLog:
             # A new group starts at the end of the log, as Knative's Triggers do.
             committed = self._next_seq.get(topic, 0)
             self._cursors[(topic, group)] = committed
-            self._enqueue_commit(topic, group, committed)
-        subscription = _SqliteSubscription(self, topic, group, committed - 1)
+            self.save_position(topic, group, committed)
+        subscription = SqliteSubscription(
+            self, topic, group, committed - 1, buffer_limit=self.buffer_limit
+        )
         self._subscriptions.setdefault(topic, []).append(subscription)
         return subscription
 
-    def _forget(self, subscription: _SqliteSubscription) -> None:
-        subscriptions = self._subscriptions.get(subscription._topic, [])
+    def forget(self, subscription: SqliteSubscription) -> None:
+        subscriptions = self._subscriptions.get(subscription.topic, [])
         if subscription in subscriptions:
             subscriptions.remove(subscription)

@@ -38,17 +38,16 @@ async def _serve(server: BrokerServer, host: str, port: int) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    await server.start()
-    tune_gc_for_serving()
-    bound = await server.listen(host, port)
-    paths = ", ".join(spec.path for spec in server.topology.brokers.values())
-    console.print(
-        f"[green]broker ready[/green] on http://{host}:{bound} "
-        f"(brokers: {paths}; triggers: {len(server.topology.triggers)})"
-    )
-    await stop.wait()
-    console.print("broker stopping: draining deliveries in flight")
-    await server.stop()
+    async with server:
+        tune_gc_for_serving()
+        bound = await server.listen(host, port)
+        paths = ", ".join(spec.path for spec in server.topology.brokers.values())
+        console.print(
+            f"[green]broker ready[/green] on http://{host}:{bound} "
+            f"(brokers: {paths}; triggers: {len(server.topology.triggers)})"
+        )
+        await stop.wait()
+        console.print("broker stopping: draining deliveries in flight")
 
 
 def broker(

@@ -173,7 +173,7 @@ async def _run(
             task.cancel()
     finally:
         if server is not None:
-            await server.stop()
+            await server.aclose()
         for app in apps.values():
             await app.aclose()
         for process in processes:

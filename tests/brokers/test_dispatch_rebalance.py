@@ -45,7 +45,7 @@ class ScriptedSubscription:
     def lag(self) -> int | None:
         return None
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         return None
 
 
@@ -91,5 +91,5 @@ async def test_a_partition_that_moves_away_is_neither_retried_nor_committed_here
         dropped = metrics.dead_lettered.labels("default", "default", "t", "dropped")._value.get()
         assert dropped == 0, "giving a partition up is not giving up on its events"
     finally:
-        await sender.close()
+        await sender.aclose()
         await sub.stop()

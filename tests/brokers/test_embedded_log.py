@@ -43,7 +43,7 @@ async def test_a_subscription_that_overflows_its_buffer_catches_up_from_disk(
         offsets = [r.offset for r in await sub.fetch(1, timeout=0.05)]
         assert offsets == [], "nothing beyond what was appended"
     finally:
-        await log.close()
+        await log.aclose()
 
 
 async def test_records_come_in_offset_order_with_no_gap(tmp_path: Path) -> None:
@@ -58,7 +58,7 @@ async def test_records_come_in_offset_order_with_no_gap(tmp_path: Path) -> None:
             offsets.extend(r.offset for r in await sub.fetch(13, timeout=2.0))
         assert offsets == list(range(200))
     finally:
-        await log.close()
+        await log.aclose()
 
 
 async def test_committed_events_are_trimmed_and_uncommitted_ones_kept(tmp_path: Path) -> None:
@@ -80,7 +80,7 @@ async def test_committed_events_are_trimmed_and_uncommitted_ones_kept(tmp_path: 
         await async_wait_until(lambda: rows() and rows()[0] == 40, message="trim to the slowest")
         assert rows() == list(range(40, 100))
     finally:
-        await log.close()
+        await log.aclose()
 
 
 async def test_a_restart_resumes_each_group_at_its_committed_offset(tmp_path: Path) -> None:
@@ -90,7 +90,7 @@ async def test_a_restart_resumes_each_group_at_its_committed_offset(tmp_path: Pa
     await log.append("topic", [ev(i) for i in range(10)])
     await drain(sub, 10, batch=10)
     await sub.commit({0: 6})  # 6..9 were fetched but their outcome is unknown
-    await log.close()
+    await log.aclose()
 
     again = SqliteEventLog(tmp_path)
     await again.start()
@@ -101,7 +101,7 @@ async def test_a_restart_resumes_each_group_at_its_committed_offset(tmp_path: Pa
         await again.append("topic", [ev(10)])
         assert await drain(newcomer, 1) == [10], "a new group starts at the end of the log"
     finally:
-        await again.close()
+        await again.aclose()
 
 
 async def test_a_batch_is_one_transaction(tmp_path: Path) -> None:
@@ -119,4 +119,4 @@ async def test_a_batch_is_one_transaction(tmp_path: Path) -> None:
         assert [r.offset for r in records] == [0, 1], "the failed batch used no offsets"
     finally:
         holder.close()
-        await log.close()
+        await log.aclose()

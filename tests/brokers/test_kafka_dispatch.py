@@ -53,8 +53,8 @@ class MembersLog:
     async def start(self) -> None:
         await self.inner.start()
 
-    async def close(self) -> None:
-        await self.inner.close()
+    async def aclose(self) -> None:
+        await self.inner.aclose()
 
     async def append(self, topic: str, events: Sequence[CloudEvent]) -> list[LogRecord]:
         return await self.inner.append(topic, events)

@@ -126,7 +126,7 @@ async def test_topic_is_created_with_the_configured_partitions(kafka: KafkaServe
     try:
         await log.append(TOPIC, [ev(0)])
     finally:
-        await log.close()
+        await log.aclose()
 
     def describe() -> int:
         consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap)
@@ -155,7 +155,7 @@ async def test_an_event_larger_than_a_record_is_refused_for_good(kafka: KafkaSer
         with pytest.raises(EventTooLargeError, match="larger than a Kafka record"):
             await log.append(TOPIC, [ev(2), big])
     finally:
-        await log.close()
+        await log.aclose()
     assert await asyncio.to_thread(records_in, kafka, TOPIC) == len(fits)
     if frames is None:
         return  # an external Kafka: its requests do not pass the relay
@@ -170,7 +170,7 @@ async def test_a_batch_without_keys_is_one_partition_in_order(kafka: KafkaServer
         events = [ev(i) for i in range(6)]
         records = await log.append(TOPIC, events)
     finally:
-        await log.close()
+        await log.aclose()
     assert len({r.partition for r in records}) == 1
     offsets = [r.offset for r in records]
     assert offsets == list(range(offsets[0], offsets[0] + 6))
@@ -188,7 +188,7 @@ async def test_keyed_events_land_where_knatives_receiver_puts_them(kafka: KafkaS
         batch = await log.append(TOPIC, [ev(i, partitionkey=k) for i, k in enumerate(keys)])
         singles = [(await log.append(TOPIC, [ev(9, partitionkey=k)]))[0] for k in keys]
     finally:
-        await log.close()
+        await log.aclose()
     expected = [partition_of(k.encode(), 10) for k in keys]
     assert [r.partition for r in batch] == expected
     assert [r.partition for r in singles] == expected
@@ -266,7 +266,7 @@ async def test_the_producers_write_with_acks_all_and_idempotence(kafka: KafkaSer
         singles = [(await log.append(TOPIC, [ev(i, partitionkey="k")]))[0] for i in range(3)]
         batch = await log.append(TOPIC, [ev(10 + i, partitionkey="k") for i in range(4)])
     finally:
-        await log.close()
+        await log.aclose()
     (partition,) = {r.partition for r in [*singles, *batch]}
     stored = await asyncio.to_thread(stored_batches, kafka, TOPIC, partition)
     # What the server stored: every batch carries the producer id it was given
@@ -325,7 +325,7 @@ async def test_a_write_kafka_cannot_acknowledge_fails_and_never_lands(
         )
     finally:
         kafka.restore()
-        await log.close()
+        await log.aclose()
     stored = await asyncio.to_thread(read_topic, kafka, TOPIC, 2)
     ids = {from_kafka(KafkaRecord.of(r.value, r.headers, r.key)).id for r in stored}
     assert ids == {before.id, after.id}
@@ -369,7 +369,7 @@ async def test_a_new_group_starts_at_the_end_of_the_log(kafka: KafkaServer) -> N
             await log.append(TOPIC, [ev(i, partitionkey="k")])
         seen = await _new_group_sees(log, "knative-trigger-default-late")
     finally:
-        await log.close()
+        await log.aclose()
     assert "old" not in seen
     assert len(seen) == 2
 
@@ -389,7 +389,7 @@ async def test_a_new_group_starts_after_a_batch_written_before_it(kafka: KafkaSe
         await log.append(TOPIC, [ev(i, partitionkey="k") for i in range(5)])
         seen = await _new_group_sees(log, "knative-trigger-default-late")
     finally:
-        await log.close()
+        await log.aclose()
     assert "old" not in seen
 
 
@@ -405,12 +405,12 @@ async def test_a_group_resumes_after_the_last_committed_offset(kafka: KafkaServe
         assert [r.event.id for r in got] == [e.id for e in events]
         # Only the first one finished: the other two must come back.
         await sub.commit({got[0].partition: got[0].offset + 1})
-        await sub.close()
+        await sub.aclose()
         again = await log.subscribe(TOPIC, group)
         redelivered = await fetch_all(again, 2)
         assert [r.event.id for r in redelivered] == [e.id for e in events[1:]]
     finally:
-        await log.close()
+        await log.aclose()
 
 
 async def test_a_record_that_is_no_cloudevent_is_skipped_and_committed_past(
@@ -438,7 +438,7 @@ async def test_a_record_that_is_no_cloudevent_is_skipped_and_committed_past(
         assert got.event.id == good.id
         await sub.commit({got.partition: got.offset + 1})
     finally:
-        await log.close()
+        await log.aclose()
 
     def committed() -> int:
         admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap)
@@ -491,7 +491,7 @@ async def test_partitions_the_group_never_committed_are_not_looked_up_on_every_p
             await asyncio.sleep(0.05)
         assert stored.partition in sub.assigned()
     finally:
-        await log.close()
+        await log.aclose()
     counts = {p: asked.count(p) for p in set(asked)}
     assert counts, "the lookup was never made"
     assert max(counts.values()) <= 2, counts
@@ -537,8 +537,8 @@ async def test_a_rebalance_waits_for_events_in_flight_and_hands_over_their_commi
                     got[record.event.id] = got.get(record.event.id, 0) + 1
         assert got == {e.id: 1 for e in later}
     finally:
-        await first.close()
-        await second.close()
+        await first.aclose()
+        await second.aclose()
 
 
 async def test_events_unfinished_after_the_grace_go_to_the_next_owner(
@@ -564,5 +564,5 @@ async def test_events_unfinished_after_the_grace_go_to_the_next_owner(
         got = await fetch_all(b, len(again))
         assert {r.event.id for r in got} == again
     finally:
-        await first.close()
-        await second.close()
+        await first.aclose()
+        await second.aclose()
