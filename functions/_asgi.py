@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = ["AgentApp", "Response"]
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 #: The answer to one request (status, header pairs, body): :data:`_answers.Answer`.
 Response: TypeAlias = Answer
@@ -139,7 +139,7 @@ class AgentApp:
             try:
                 await close()
             except Exception:
-                logger.warning("closing %s failed", close, exc_info=True)
+                log.warning("closing %s failed", close, exc_info=True)
         self._closers.clear()
         self._started = False
 
