@@ -22,7 +22,7 @@ from typing import Any
 from agentfn.brokers._sender import Attempt, Route, Sender, wait_or_stop
 from agentfn.brokers.config import DeliveryOrder, TriggerSpec
 from agentfn.brokers.delivery import DeliveryPolicy, is_retryable
-from agentfn.brokers.log import EventTooLargeError, LogRecord, StoreUnavailableError, Subscription
+from agentfn.brokers.log import EventTooLargeError, LogRecord, LogUnavailableError, Subscription
 from agentfn.brokers.metrics import BrokerMetrics, code_class
 from agentfn.brokers.retries import RetryObserver, ScheduledRetry
 from agentfn.events import CloudEvent, InvalidEventError
@@ -362,7 +362,7 @@ class TriggerDispatcher:
             return True
         try:
             await self._ingest([reply.with_attributes(**{KNATIVE_BROKER_TTL: ttl})])
-        except (StoreUnavailableError, EventTooLargeError, InvalidEventError) as error:
+        except (LogUnavailableError, EventTooLargeError, InvalidEventError) as error:
             log.warning("trigger %s: reply %s not stored: %s", self.trigger.name, reply.id, error)
             return False
         return True

@@ -31,7 +31,7 @@ from types import TracebackType
 from typing import Final, Self
 
 from agentfn.brokers.embedded.subscription import PARTITION, SqliteSubscription
-from agentfn.brokers.log import LogRecord, StoreUnavailableError
+from agentfn.brokers.log import LogRecord, LogUnavailableError
 from agentfn.events import CloudEvent
 from agentfn.events.http import event_from_json, event_to_json
 
@@ -72,7 +72,7 @@ def _give_up(future: asyncio.Future[list[LogRecord]], seconds: float) -> None:
     # The write may still land later; the client was told 503 and will send again
     # (a duplicate at worst, never a loss).
     if not future.done():
-        future.set_exception(StoreUnavailableError(f"no durable write within {seconds}s"))
+        future.set_exception(LogUnavailableError(f"no durable write within {seconds}s"))
 
 
 def _decode(body: bytes) -> CloudEvent:
@@ -174,7 +174,7 @@ class SqliteEventLog:
         future: asyncio.Future[list[LogRecord]] = self._loop.create_future()
         with self._cond:
             if self._closing or self._failed is not None:
-                raise StoreUnavailableError("the event log is closed")
+                raise LogUnavailableError("the event log is closed")
             self._pending.appends.append(_Append(topic, events, future))
             if self._writer_idle:
                 self._cond.notify()
@@ -244,7 +244,7 @@ class SqliteEventLog:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             log.error("event log write failed: %s", error)
-            failure = StoreUnavailableError(f"event log write failed: {error}")
+            failure = LogUnavailableError(f"event log write failed: {error}")
             assert self._loop is not None
             self._loop.call_soon_threadsafe(self._fail, batch.appends, failure)
             if batch.commits:
@@ -276,7 +276,7 @@ class SqliteEventLog:
         return ranges
 
     @staticmethod
-    def _fail(appends: list[_Append], error: StoreUnavailableError) -> None:
+    def _fail(appends: list[_Append], error: LogUnavailableError) -> None:
         for append in appends:
             if not append.future.done():
                 append.future.set_exception(error)

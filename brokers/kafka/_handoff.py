@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from agentfn.brokers.log import EventTooLargeError, StoreUnavailableError
+from agentfn.brokers.log import EventTooLargeError, LogUnavailableError
 from kafka.errors import MessageSizeTooLargeError
 
 __all__ = ["set_error", "set_result", "unavailable", "wake"]
@@ -29,11 +29,11 @@ def wake(waiters: list[asyncio.Future[None]]) -> None:
         set_result(waiter, None)
 
 
-def unavailable(error: BaseException) -> StoreUnavailableError | EventTooLargeError:
-    if isinstance(error, StoreUnavailableError | EventTooLargeError):
+def unavailable(error: BaseException) -> LogUnavailableError | EventTooLargeError:
+    if isinstance(error, LogUnavailableError | EventTooLargeError):
         return error
     if isinstance(error, MessageSizeTooLargeError):
         # Refused by the producer (max.request.size) or by the topic (max.message.bytes):
         # sending it again cannot help, so it is no "unavailable" the client should retry.
         return EventTooLargeError(f"the event is larger than a Kafka record may be: {error}")
-    return StoreUnavailableError(f"Kafka did not acknowledge the write: {error!r}")
+    return LogUnavailableError(f"Kafka did not acknowledge the write: {error!r}")

@@ -35,7 +35,7 @@ from agentfn.brokers.kafka.config import (
     RECORD_OVERHEAD_BYTES,
 )
 from agentfn.brokers.kafka.subscription import KafkaSubscription
-from agentfn.brokers.log import EventTooLargeError, LogRecord, StoreUnavailableError
+from agentfn.brokers.log import EventTooLargeError, LogRecord, LogUnavailableError
 from agentfn.events import CloudEvent, KafkaRecord, to_kafka
 from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic, OffsetSpec
@@ -175,7 +175,7 @@ class KafkaEventLog:
             await asyncio.to_thread(self._connect)
         except KafkaError as error:
             await asyncio.to_thread(self._disconnect)
-            raise StoreUnavailableError(
+            raise LogUnavailableError(
                 f"cannot reach Kafka at {self.bootstrap_servers}: {error!r}"
             ) from error
 
@@ -219,7 +219,7 @@ class KafkaEventLog:
                     asyncio.to_thread(self._create_topic, name), self.write_timeout
                 )
             except (KafkaError, TimeoutError) as error:
-                raise StoreUnavailableError(f"topic {name} is not available: {error!r}") from error
+                raise LogUnavailableError(f"topic {name} is not available: {error!r}") from error
             self._topics.add(name)
 
     def _create_topic(self, name: str) -> None:
@@ -246,7 +246,7 @@ class KafkaEventLog:
                 )
         for producer in (self._producer, self._batch_producer):
             if not producer.partitions_for(name):
-                raise StoreUnavailableError(f"topic {name} has no partitions in the metadata")
+                raise LogUnavailableError(f"topic {name} has no partitions in the metadata")
 
     # -- appending ---------------------------------------------------------------------------
 
@@ -254,7 +254,7 @@ class KafkaEventLog:
         if not events:
             return []
         if self._producer is None or self._closing:
-            raise StoreUnavailableError("the event log is closed")
+            raise LogUnavailableError("the event log is closed")
         name = self.name_prefix + topic
         if name not in self._topics:
             await self._ensure_topic(name)
@@ -281,7 +281,7 @@ class KafkaEventLog:
             self.write_timeout + 1.0,
             set_error,
             future,
-            StoreUnavailableError(f"no acknowledgement within {self.write_timeout}s"),
+            LogUnavailableError(f"no acknowledgement within {self.write_timeout}s"),
         )
         try:
             metadata = await future
@@ -341,7 +341,7 @@ class KafkaEventLog:
         producer = self._batch_producer
         partitions = sorted(producer.partitions_for(name) or ())
         if not partitions:
-            raise StoreUnavailableError(f"topic {name} has no partitions in the metadata")
+            raise LogUnavailableError(f"topic {name} has no partitions in the metadata")
         keyed = [
             partitions[(murmur2(r.key) & 0x7FFFFFFF) % len(partitions)]
             for r in records
@@ -379,7 +379,7 @@ class KafkaEventLog:
         try:
             await asyncio.to_thread(self._seed_new_group, name, group_id)
         except KafkaError as error:
-            raise StoreUnavailableError(f"group {group_id}: {error!r}") from error
+            raise LogUnavailableError(f"group {group_id}: {error!r}") from error
         subscription = KafkaSubscription(
             self._loop,
             name,

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
-from agentfn.brokers.log import StoreUnavailableError
+from agentfn.brokers.log import LogUnavailableError
 from kafka import AsyncConsumerRebalanceListener, TopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
@@ -131,7 +131,7 @@ class RebalanceListener(AsyncConsumerRebalanceListener):  # type: ignore[misc]
             self._member.begin_release(partitions)
             _, waiters = self._member.end_release(partitions)
             self._member.answer(
-                waiters, StoreUnavailableError(f"partitions {sorted(partitions)} were lost")
+                waiters, LogUnavailableError(f"partitions {sorted(partitions)} were lost")
             )
 
     async def on_partitions_assigned(self, assigned: set[Any]) -> None:

@@ -22,7 +22,7 @@ from typing import Any, Final, Self
 
 from agentfn.brokers.kafka._handoff import set_error, set_result, wake
 from agentfn.brokers.kafka.rebalance import Due, RebalanceListener, kafka_offsets
-from agentfn.brokers.log import LogRecord, StoreUnavailableError
+from agentfn.brokers.log import LogRecord, LogUnavailableError
 from agentfn.events import KafkaRecord, from_kafka
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
@@ -161,7 +161,7 @@ class KafkaSubscription:
             timeout,
             set_error,
             waiter,
-            StoreUnavailableError(
+            LogUnavailableError(
                 f"group {self.group}: commit not confirmed within {timeout}s; it is retried"
             ),
         )
@@ -287,7 +287,7 @@ class KafkaSubscription:
             )
             consumer.subscribe([self.topic], listener=listener)
         except Exception as error:
-            failure = StoreUnavailableError(f"group {self.group}: cannot join: {error!r}")
+            failure = LogUnavailableError(f"group {self.group}: cannot join: {error!r}")
             with contextlib.suppress(RuntimeError):
                 self._loop.call_soon_threadsafe(set_error, self._ready, failure)
             return
@@ -317,7 +317,7 @@ class KafkaSubscription:
             with contextlib.suppress(Exception):
                 consumer.close(autocommit=False, timeout_ms=round(self._write_timeout * 1000))
             _, waiters = self._due_commits(frozenset())
-            self.answer(waiters, StoreUnavailableError(f"group {self.group}: closed"))
+            self.answer(waiters, LogUnavailableError(f"group {self.group}: closed"))
 
     def _note_ends(self, consumer: Any) -> None:
         # highwater() is what the last fetch response said: no request of its own. lag() is

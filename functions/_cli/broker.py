@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from agentfn.brokers.config import ConfigError, load_topology, parse_documents
 from agentfn.brokers.embedded import SqliteEventLog
-from agentfn.brokers.log import EventLog, StoreUnavailableError
+from agentfn.brokers.log import EventLog, LogUnavailableError
 from agentfn.brokers.server import BrokerServer
 from agentfn.brokers.settings import BrokerSettings
 from agentfn.functions._cli._process import tune_gc_for_serving
@@ -155,6 +155,6 @@ def broker(
         raise typer.Exit(2) from None
     try:
         run_loop(_serve(server, host, port))
-    except StoreUnavailableError as error:
+    except LogUnavailableError as error:
         console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(1) from None

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from agentfn.brokers.embedded import SqliteEventLog
-from agentfn.brokers.log import StoreUnavailableError
+from agentfn.brokers.log import LogUnavailableError
 from agentfn.events import CloudEvent
 
 from tests._waiting import async_wait_until
@@ -110,7 +110,7 @@ async def test_a_batch_is_one_transaction(tmp_path: Path) -> None:
     holder = sqlite3.connect(log.path, isolation_level=None)
     try:
         holder.execute("BEGIN EXCLUSIVE")
-        with pytest.raises(StoreUnavailableError):
+        with pytest.raises(LogUnavailableError):
             await log.append("topic", [ev(1), ev(2), ev(3)])
         holder.rollback()
         with sqlite3.connect(log.path) as conn:

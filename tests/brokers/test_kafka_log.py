@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from agentfn.brokers.kafka import KafkaBrokerConfig, KafkaEventLog
-from agentfn.brokers.log import EventTooLargeError, LogRecord, StoreUnavailableError, Subscription
+from agentfn.brokers.log import EventTooLargeError, LogRecord, LogUnavailableError, Subscription
 from agentfn.events import CloudEvent, KafkaRecord, from_kafka
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.partitioner.default import murmur2
@@ -312,11 +312,11 @@ async def test_a_write_kafka_cannot_acknowledge_fails_and_never_lands(
         before = ev(0)
         await log.append(TOPIC, [before])
         kafka.cut()
-        with pytest.raises(StoreUnavailableError) as refused:
+        with pytest.raises(LogUnavailableError) as refused:
             await log.append(TOPIC, [ev(1)])
         expired = r"Expiring 1 record\(s\) for .*: \d+ ms has passed since batch creation"
         assert re.search(expired, str(refused.value)), refused.value
-        with pytest.raises(StoreUnavailableError):
+        with pytest.raises(LogUnavailableError):
             await log.append(TOPIC, [ev(2), ev(3)])
         kafka.restore()
         after = ev(4)
@@ -335,7 +335,7 @@ async def test_a_write_kafka_cannot_acknowledge_fails_and_never_lands(
 async def _appended(log: KafkaEventLog, event: CloudEvent) -> bool:
     try:
         await log.append(TOPIC, [event])
-    except StoreUnavailableError:
+    except LogUnavailableError:
         return False
     return True
 
