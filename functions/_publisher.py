@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import json as jsonlib
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from agentfn.events import CloudEvent, is_retryable_status, parse_retry_after, to_http
@@ -116,11 +117,20 @@ class HttpPublisher:
     raises :class:`PublishError` (a bug: 500).
     """
 
-    def __init__(self, url: str, sessions: SessionPool, breakers: CircuitBreakers) -> None:
+    def __init__(
+        self,
+        url: str,
+        sessions: SessionPool,
+        breakers: CircuitBreakers,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self.url = url
         self._sessions = sessions
         self._breakers = breakers
         self._destination = destination_of(url)
+        # What an HTTP-date Retry-After is measured from.
+        self._clock = clock
 
     async def publish(self, event: CloudEvent) -> None:
         import aiohttp  # noqa: PLC0415 - see the module docstring
@@ -131,7 +141,7 @@ class HttpPublisher:
                 async with self._sessions.get().post(self.url, data=body, headers=headers) as reply:
                     status = reply.status
                     answer = await reply.read()
-                    retry_after = parse_retry_after(reply.headers.get("Retry-After"))
+                    asked = reply.headers.get("Retry-After")
             except (aiohttp.ClientError, TimeoutError) as error:
                 raise UnavailableError(self.url, f"not reachable: {error!r}") from error
             if 200 <= status < 300:
@@ -139,7 +149,10 @@ class HttpPublisher:
             # The answers the broker (and Knative) retry: worth another try later.
             if is_retryable_status(status):
                 raise UnavailableError(
-                    self.url, f"answered {status}", status=status, retry_after=retry_after
+                    self.url,
+                    f"answered {status}",
+                    status=status,
+                    retry_after=parse_retry_after(asked, now=self._clock()),
                 )
         # Outside the guard: a refusal of this event says nothing about the broker's health.
         raise PublishError(self.url, status, answer)
