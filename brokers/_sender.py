@@ -7,8 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Final, Self
+from typing import Final
 
 from agentfn.brokers._http1 import DEFAULT_MAX_ANSWER_BYTES, Http1Pool, Http1Transport
 from agentfn.brokers._transport import (
@@ -27,6 +26,8 @@ from agentfn.events import (
     parse_retry_after,
     to_http,
 )
+
+from agentfn._lifecycle import Started
 
 __all__ = ["Attempt", "Route", "Sender", "interpret", "wait_or_stop"]
 
@@ -49,7 +50,7 @@ class Attempt:
         return self.status is not None and 200 <= self.status < 300
 
 
-class Sender:
+class Sender(Started):
     """The transports every delivery of a broker shares, and each destination's :class:`Route`.
 
     ``local`` maps URL origins (see :func:`agentfn.brokers.inprocess.origin_of`) to in-process
@@ -80,18 +81,6 @@ class Sender:
     async def aclose(self) -> None:
         self._pool.close()
         await self._aiohttp.aclose()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def route(self, url: str) -> Route:
         """Deliveries to ``url``, their transport chosen here, once (a Trigger's set-up)."""

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping, Sequence
-from types import TracebackType
-from typing import Self
 
 import uvicorn
 from agentfn.brokers._dispatch import DispatchLimits, TriggerDispatcher
@@ -23,6 +21,8 @@ from agentfn.brokers.retries import RetryObserver
 from agentfn.brokers.settings import BrokerSettings
 from agentfn.events import CloudEvent
 from agentfn.events.extensions import stamp_broker_ttl
+
+from agentfn._lifecycle import Started
 
 __all__ = ["BrokerServer", "resolve_destination"]
 
@@ -46,7 +46,7 @@ def resolve_destination(destination: Destination, services: Mapping[str, str]) -
     return base
 
 
-class BrokerServer:
+class BrokerServer(Started):
     """Brokers and Triggers of a :class:`Topology`, served over one HTTP port.
 
     ``await start()`` opens the log and the dispatchers, ``await listen(...)`` serves the
@@ -169,15 +169,3 @@ class BrokerServer:
     async def aclose(self) -> None:
         """:meth:`stop` with the default grace."""
         await self.stop()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Iterable
-from typing import TYPE_CHECKING, Any, Final, Self, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 from agentfn.events import CloudEvent
 from agentfn.functions._answers import Answer, json_answer
@@ -28,6 +28,7 @@ from agentfn.functions._tracing import Tracing, configure_from_env
 from agentfn.functions._wiring import Parts, wire
 
 from agentfn._asgi import Receive, Scope, Send, lifespan, read_body
+from agentfn._lifecycle import Started
 
 if TYPE_CHECKING:
     from agentfn.functions._breaker import CircuitBreakers
@@ -53,7 +54,7 @@ def _too_large(limit: int) -> Answer:
     )
 
 
-class AgentApp:
+class AgentApp(Started):
     """Serves one agent; an ASGI callable (``http`` and ``lifespan`` scopes).
 
     Built from explicit parts (:meth:`from_settings` makes them from settings); closes what
@@ -142,13 +143,6 @@ class AgentApp:
                 log.warning("closing %s failed", close, exc_info=True)
         self._closers.clear()
         self._started = False
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        await self.aclose()
 
     # -- front doors ---------------------------------------------------------------------------
 

@@ -15,11 +15,13 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol, Self
+from typing import TYPE_CHECKING, Any, Protocol
 
 from agentfn.events import CloudEvent, is_retryable_status, parse_retry_after, to_http
 from agentfn.functions._breaker import CircuitBreakers
 from agentfn.functions._errors import PublishError, UnavailableError
+
+from agentfn._lifecycle import Closing
 
 if TYPE_CHECKING:
     import aiohttp
@@ -54,7 +56,7 @@ def is_connection_error(error: BaseException) -> bool:
     return aiohttp_ is not None and isinstance(error, aiohttp_.ClientConnectionError)
 
 
-class SessionPool:
+class SessionPool(Closing):
     """The agent's one aiohttp session, made when first needed."""
 
     def __init__(self, *, timeout_s: float, limit: int = 100) -> None:
@@ -77,12 +79,6 @@ class SessionPool:
         if self._session is not None:
             await self._session.close()
             self._session = None
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        await self.aclose()
 
 
 class Publisher(Protocol):

@@ -27,13 +27,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Final, Self
+from typing import Final
 
 from agentfn.brokers.embedded.subscription import PARTITION, SqliteSubscription
 from agentfn.brokers.log import LogRecord, LogUnavailableError
 from agentfn.events import CloudEvent
 from agentfn.events.http import event_from_json, event_to_json
+
+from agentfn._lifecycle import Started
 
 __all__ = ["SqliteEventLog"]
 
@@ -79,7 +80,7 @@ def _decode(body: bytes) -> CloudEvent:
     return event_from_json(json.loads(body))
 
 
-class SqliteEventLog:
+class SqliteEventLog(Started):
     """:class:`~agentfn.brokers.log.EventLog` over one SQLite file in ``data_dir``.
 
     ``fsync=True`` (the default) makes every answered append survive power loss; ``False``
@@ -152,18 +153,6 @@ class SqliteEventLog:
             await asyncio.to_thread(self._thread.join)
         if self._reader is not None:
             self._reader.close()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     # -- appending ---------------------------------------------------------------------------
 

@@ -13,10 +13,11 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import Mapping
-from types import TracebackType
-from typing import Final, Protocol, Self
+from typing import Final, Protocol
 
 from agentfn.brokers.log import LogRecord
+
+from agentfn._lifecycle import Closing
 
 __all__ = ["PARTITION", "SqliteSubscription", "Store"]
 
@@ -44,7 +45,7 @@ class Store(Protocol):
         ...
 
 
-class SqliteSubscription:
+class SqliteSubscription(Closing):
     """:class:`~agentfn.brokers.log.Subscription` of one Trigger on the embedded log.
 
     ``position`` is the offset of the last record the group is past; ``buffer_limit`` the
@@ -131,14 +132,3 @@ class SqliteSubscription:
         self._closed = True
         self._wakeup.set()
         self._store.forget(self)
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()

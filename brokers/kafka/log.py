@@ -24,8 +24,7 @@ import random
 import threading
 from collections import deque
 from collections.abc import Sequence
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from agentfn.brokers.kafka._handoff import set_error, set_result, unavailable
 from agentfn.brokers.kafka.config import (
@@ -43,6 +42,8 @@ from kafka.errors import KafkaError, NoError, TopicAlreadyExistsError
 from kafka.partitioner.default import murmur2
 from kafka.record.default_records import DefaultRecordBatchBuilder
 
+from agentfn._lifecycle import Started
+
 __all__ = ["KafkaEventLog"]
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ def _value(record: KafkaRecord) -> bytes | None:
     return record.value
 
 
-class KafkaEventLog:
+class KafkaEventLog(Started):
     """:class:`~agentfn.brokers.log.EventLog` over a Kafka cluster (``bootstrap_servers``).
 
     ``partitions`` and ``replication_factor`` apply to topics this log creates; an existing
@@ -193,18 +194,6 @@ class KafkaEventLog:
         self._closing = True
         await asyncio.gather(*(s.aclose() for s in list(self._subscriptions)))
         await asyncio.to_thread(self._disconnect)
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     # -- topics ------------------------------------------------------------------------------
 

@@ -17,8 +17,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final
 
 from agentfn.brokers.kafka._handoff import set_error, set_result, wake
 from agentfn.brokers.kafka.rebalance import Due, RebalanceListener, kafka_offsets
@@ -26,6 +25,8 @@ from agentfn.brokers.log import LogRecord, LogUnavailableError
 from agentfn.events import KafkaRecord, from_kafka
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
+
+from agentfn._lifecycle import Closing
 
 __all__ = ["KafkaSubscription"]
 
@@ -36,7 +37,7 @@ _COMMIT_RETRY: Final = 0.5
 _ENDS_EVERY: Final = 0.2  # seconds between looks at the high watermarks (for lag())
 
 
-class KafkaSubscription:
+class KafkaSubscription(Closing):
     """:class:`~agentfn.brokers.log.Subscription` of one consumer group member.
 
     ``consumer_config`` is the ``KafkaConsumer``'s; ``write_timeout`` bounds a commit,
@@ -181,17 +182,6 @@ class KafkaSubscription:
             set_result(fetcher, None)
         await asyncio.to_thread(self._thread.join, self._write_timeout + 5.0)
         self._forget(self)
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     # -- shared state ------------------------------------------------------------------------
 
