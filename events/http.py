@@ -282,19 +282,37 @@ def to_http(
     percent-encoding goes structured, so receivers that never decode read them intact, and
     any other event goes binary.
     """
-    if format is DeliveryFormat.JSON or (format is None and needs_structured(event)):
+    if format is DeliveryFormat.JSON:
         return to_structured(event)
-    return to_binary(event)
+    # One pass decides and encodes: every delivery comes through here.
+    headers, encoded = _ce_headers(event)
+    if encoded and format is None:
+        return to_structured(event)
+    return _with_data(event, headers)
 
 
 def to_binary(event: CloudEvent) -> tuple[dict[str, str], bytes]:
     """Headers and body of ``event`` in binary content mode (values percent-encoded, 3.1.3.2)."""
+    return _with_data(event, _ce_headers(event)[0])
+
+
+def _ce_headers(event: CloudEvent) -> tuple[dict[str, str], bool]:
+    """The ``ce-`` headers of ``event``, and whether any value had to be percent-encoded."""
     headers: dict[str, str] = {}
-    content_type = event.datacontenttype
+    encoded = False
     for name, value in event.attributes.items():
         if name == "datacontenttype":
-            continue
-        headers["ce-" + name] = _percent_encode(attribute_text(value))
+            continue  # it travels as Content-Type, never encoded
+        text = attribute_text(value)
+        if not _SAFE_HEADER_VALUE.fullmatch(text):
+            encoded = True
+            text = _percent_encode(text)
+        headers["ce-" + name] = text
+    return headers, encoded
+
+
+def _with_data(event: CloudEvent, headers: dict[str, str]) -> tuple[dict[str, str], bytes]:
+    content_type = event.datacontenttype
     data = event.data
     if content_type is not None:
         headers["content-type"] = content_type
