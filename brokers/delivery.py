@@ -155,10 +155,6 @@ class DeliveryPolicy:
             return RetryWait(asked, reason)
         return RetryWait(backoff, WaitReason.BACKOFF)
 
-    def wait_before(self, retry: int, retry_after: float | None) -> float:
-        """Seconds to wait before ``retry`` (see :meth:`retry_wait`)."""
-        return self.retry_wait(retry, retry_after).seconds
-
 
 #: ``config-br-defaults`` / ``default-broker`` of Knative Eventing: retry 10, exponential, PT0.2S.
 KNATIVE_DEFAULT_DELIVERY: Final = DeliveryPolicy()

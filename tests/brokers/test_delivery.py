@@ -121,7 +121,7 @@ def test_exponential_backoff_is_never_below_linear(delay: float, k: int) -> None
     assert exponential.backoff(k) > linear.backoff(k)
 
 
-# --- wait_before: backoff and Retry-After ---------------------------------------------------
+# --- retry_wait: backoff and Retry-After ----------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -138,13 +138,13 @@ def test_exponential_backoff_is_never_below_linear(delay: float, k: int) -> None
         (2.0, 10.0, 2.0),  # under the cap: as asked
     ],
 )
-def test_wait_before_combines_backoff_and_retry_after(
+def test_retry_wait_combines_backoff_and_retry_after(
     retry_after: float | None, retry_after_max: float | None, expected: float
 ) -> None:
     # Exponential 0.2 s: the backoff before retry 2 is 0.8 s.
     policy = DeliveryPolicy(backoff_delay=0.2, retry_after_max=retry_after_max)
 
-    assert policy.wait_before(2, retry_after) == pytest.approx(expected)
+    assert policy.retry_wait(2, retry_after).seconds == pytest.approx(expected)
 
 
 def test_retry_wait_names_the_backoff_for_each_retry() -> None:
@@ -177,7 +177,7 @@ def test_retry_wait_says_whether_retry_after_or_its_cap_set_the_wait(
     policy = DeliveryPolicy(backoff_delay=0.2, retry_after_max=retry_after_max)
 
     assert policy.retry_wait(1, retry_after) == expected
-    assert policy.wait_before(1, retry_after) == expected.seconds
+    assert policy.retry_wait(1, retry_after).seconds == expected.seconds
 
 
 def test_retry_wait_is_immutable() -> None:
@@ -190,11 +190,11 @@ def test_retry_wait_is_immutable() -> None:
     retry_after=st.one_of(st.none(), st.floats(min_value=0.0, max_value=1e6, allow_nan=False)),
     cap=st.one_of(st.none(), st.floats(min_value=0.0, max_value=1e6, allow_nan=False)),
 )
-def test_wait_before_is_never_shorter_than_backoff_nor_over_a_capped_header(
+def test_retry_wait_is_never_shorter_than_backoff_nor_over_a_capped_header(
     k: int, retry_after: float | None, cap: float | None
 ) -> None:
     policy = DeliveryPolicy(backoff_delay=0.2, retry_after_max=cap)
-    wait = policy.wait_before(k, retry_after)
+    wait = policy.retry_wait(k, retry_after).seconds
 
     assert wait >= policy.backoff(k)
     assert wait <= max(policy.backoff(k), retry_after if retry_after is not None else 0.0)
