@@ -21,7 +21,6 @@ __all__ = [
     "EventTooLargeError",
     "LogRecord",
     "LogUnavailableError",
-    "StoreUnavailableError",
     "Subscription",
     "topic_name",
 ]
@@ -39,11 +38,6 @@ class LogUnavailableError(RuntimeError):
     :class:`agentfn.functions.StoreUnavailableError` (its idempotency store), which the
     broker never sees: the two packages share only :mod:`agentfn.events`.
     """
-
-
-#: The name this error had. An alias, so code that caught it still does; new code names
-#: :class:`LogUnavailableError`.
-StoreUnavailableError = LogUnavailableError
 
 
 class EventTooLargeError(ValueError):
