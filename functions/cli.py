@@ -19,12 +19,18 @@ __all__ = ["COMMANDS", "app", "main"]
 
 #: Command name -> module of :mod:`agentfn.functions._cli` defining a function of that name, in the
 #: order ``agentfn --help`` lists them.
-COMMANDS: Final = ("send", "display", "broker", "serve", "agents", "dev")
+COMMANDS: Final = ("send", "display", "broker", "serve", "agents", "dev", "dlq")
 
 
 def _load(name: str) -> Any:
-    """The click command of ``agentfn.functions._cli.<name>``, importing that module now."""
+    """The click command of ``agentfn.functions._cli.<name>``, importing that module now.
+
+    The module defines a function of that name (one command) or a ``typer.Typer`` (a group of
+    subcommands, such as ``agentfn dlq``).
+    """
     function = getattr(importlib.import_module(f"agentfn.functions._cli.{name}"), name)
+    if isinstance(function, typer.Typer):
+        return typer.main.get_command(function)
     # Built as a one-command Typer with the root's settings: what `app.command()(function)`
     # registered before, so every command's help and options stay the same.
     single = typer.Typer(
