@@ -7,8 +7,8 @@ cluster and the embedded broker. Errors name the document and the field.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final
@@ -94,6 +94,25 @@ class Topology:
         if trigger.delivery is not None:
             return trigger.delivery
         return self.brokers[(trigger.namespace, trigger.broker)].delivery
+
+    def with_dead_letter_sink(self, url_for: Callable[[TriggerSpec], str]) -> Topology:
+        """This topology with a ``deadLetterSink`` on every Trigger that would have none.
+
+        A Trigger whose effective delivery (its own, else its Broker's) names no sink gets that
+        delivery with ``url_for(trigger)`` as the sink: a local default (``agentfn dev``'s
+        dead-letter sink) that never overrides a sink the YAML chose. The copy lands on the
+        Trigger, so a Broker's retries and backoff still apply to it unchanged.
+        """
+        triggers = tuple(
+            trigger
+            if (policy := self.delivery_for(trigger)).dead_letter_sink is not None
+            else replace(
+                trigger,
+                delivery=replace(policy, dead_letter_sink=Destination(uri=url_for(trigger))),
+            )
+            for trigger in self.triggers
+        )
+        return replace(self, triggers=triggers)
 
 
 def _where(doc: Mapping[str, Any]) -> str:

@@ -560,6 +560,59 @@ def test_trigger_delivery_replaces_the_brokers_wholesale() -> None:
     assert delivery.backoff_delay == 1.0
 
 
+def test_a_default_dead_letter_sink_fills_only_triggers_whose_delivery_has_none() -> None:
+    own = {"ref": {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "mine"}}
+    topology = parse_documents(
+        [
+            broker_doc("b", delivery={"retry": 2, "backoffPolicy": "linear"}),
+            broker_doc("kept", delivery={"retry": 4, "deadLetterSink": {"uri": "http://broker"}}),
+            trigger_doc("named", broker="b", delivery={"retry": 1, "deadLetterSink": own}),
+            trigger_doc("inherits", broker="b"),
+            trigger_doc("own-policy", broker="b", delivery={"retry": 3}),
+            trigger_doc("broker-sink", broker="kept"),
+            broker_doc("default", namespace="team"),
+            trigger_doc("implicit", namespace="team"),
+        ]
+    )
+
+    filled = topology.with_dead_letter_sink(lambda t: f"http://dlq/{t.namespace}/{t.name}")
+    delivery = {t.name: filled.delivery_for(t) for t in filled.triggers}
+
+    # A sink the YAML chose stays, whether the Trigger's own or the Broker's.
+    assert delivery["named"] == topology.delivery_for(by_name(topology, "named"))
+    assert delivery["broker-sink"].dead_letter_sink == Destination(uri="http://broker")
+    assert by_name(filled, "broker-sink").delivery is None
+    # The others keep their effective policy and gain the default sink.
+    assert delivery["inherits"] == DeliveryPolicy(
+        retry=2,
+        backoff_policy=BackoffPolicy.LINEAR,
+        dead_letter_sink=Destination(uri="http://dlq/default/inherits"),
+    )
+    assert delivery["own-policy"] == DeliveryPolicy(
+        retry=3, dead_letter_sink=Destination(uri="http://dlq/default/own-policy")
+    )
+    assert delivery["implicit"] == DeliveryPolicy(
+        dead_letter_sink=Destination(uri="http://dlq/team/implicit")
+    )
+    # Pure: the original is unchanged, and the rest of each Trigger is too.
+    assert [topology.delivery_for(t).dead_letter_sink for t in topology.triggers] == [
+        Destination(ref_name="mine", ref_kind="Service"),
+        None,
+        None,
+        Destination(uri="http://broker"),
+        None,
+    ]
+    assert [(t.name, t.subscriber, t.filter, t.order) for t in filled.triggers] == [
+        (t.name, t.subscriber, t.filter, t.order) for t in topology.triggers
+    ]
+    assert filled.brokers == topology.brokers
+
+
+def by_name(topology: Topology, name: str) -> TriggerSpec:
+    (trigger,) = [t for t in topology.triggers if t.name == name]
+    return trigger
+
+
 @pytest.mark.parametrize(
     ("namespace", "name", "group"),
     [
