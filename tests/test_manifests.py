@@ -84,3 +84,25 @@ def test_generated_triggers_of_the_reference_agents_are_valid(shared_spec: Path)
     for found in agents:
         for document in trigger_documents(found.agent.spec, dead_letter_sink="dead-letters"):
             validate(shared_spec, document)
+
+
+def test_every_dead_letter_sink_path_names_where_the_letter_came_from() -> None:
+    # The sink reads the Trigger from the path (/<namespace>/<broker>/<trigger>); a Broker's
+    # sink serves Triggers without their own delivery, so its path stops at the Broker.
+    sinks = {}
+    for document in eventing_documents():
+        sink = (document["spec"].get("delivery") or {}).get("deadLetterSink")
+        if sink is None:
+            continue
+        meta = document["metadata"]
+        namespace = meta.get("namespace", "default")
+        if document["kind"] == "Broker":
+            sinks[f"Broker/{meta['name']}"] = (sink["uri"], f"/{namespace}/{meta['name']}")
+        else:
+            expected = f"/{namespace}/{document['spec']['broker']}/{meta['name']}"
+            sinks[f"Trigger/{meta['name']}"] = (sink["uri"], expected)
+        assert sink["ref"]["name"] == "dead-letters"
+    assert "Broker/default" in sinks
+    assert {name: uri for name, (uri, _) in sinks.items()} == {
+        name: expected for name, (_, expected) in sinks.items()
+    }
