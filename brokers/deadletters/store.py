@@ -10,6 +10,7 @@ retries, so a letter is never acknowledged (202) before it is durable.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
@@ -61,7 +62,7 @@ class DeadLetterStore(Protocol):
         """
         ...
 
-    async def delete(self, keys: Sequence[str]) -> list[DeadLetter]:
+    async def delete(self, keys: Sequence[str]) -> builtins.list[DeadLetter]:
         """Remove these letters; the ones that existed, as they were."""
         ...
 
