@@ -93,6 +93,8 @@ _NEVER = (
     "agentfn.functions._cli.broker",
     "agentfn.functions._cli.dev",
     "agentfn.functions._cli.display",
+    "agentfn.functions._cli.dlq",
+    "agentfn.functions._cli._dlq_client",
     "agentfn.functions._cli.send",
     "agentfn.functions._knative",
 )
