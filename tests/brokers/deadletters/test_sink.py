@@ -7,10 +7,14 @@ HTTP server (to see exactly what the sink sent) or a real broker with a Trigger.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
+import os
+import signal
 import sqlite3
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -47,10 +51,10 @@ from agentfn.events.extensions import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests._servers import free_port
+from tests._servers import free_port, wait_for_port
 from tests._waiting import async_wait_until
 from tests.brokers._subscribers import Answer, Subscriber
-from tests.brokers.contract import RunningBroker, settled, trigger
+from tests.brokers.contract import PROJECT, RunningBroker, agentfn_command, settled, trigger
 
 T0 = 1_700_000_000.25
 DEST = "http://planner.default.svc.cluster.local/"
@@ -117,12 +121,12 @@ class Running:
     async def letter(self, key: str) -> dict[str, Any]:
         status, body = await self.api("GET", f"/v1/letters/{key}")
         assert status == 200, body
-        return body  # type: ignore[no-any-return]
+        return body
 
     async def letters(self, **params: str) -> list[dict[str, Any]]:
         status, body = await self.api("GET", "/v1/letters", params=params)
         assert status == 200, body
-        return body["letters"]  # type: ignore[no-any-return]
+        return body["letters"]
 
     async def metric(self, name: str, **labels: str) -> float:
         async with self.session.get(self.url + "/metrics") as response:
@@ -683,3 +687,84 @@ async def test_a_real_broker_dead_letters_and_a_replay_delivers_once(
         assert len(await sink.letters()) == 1, "delivered: nothing dead-lettered again"
     finally:
         await server.stop(grace=0.5)
+
+
+# -- agentfn dlq serve -----------------------------------------------------------------
+
+
+async def test_dlq_serve_keeps_what_it_acknowledged_across_kill_9(tmp_path: Path) -> None:
+    port = free_port()
+    store = f"sqlite:///{tmp_path / 'letters.sqlite3'}"
+    command = [
+        *agentfn_command(),
+        "dlq",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--store",
+        store,
+    ]
+    env = os.environ | {"AGENTFN_DLQ_ALERT_DEPTH": "7", "AGENTFN_BROKER_URL": "http://b:1/"}
+    url = f"http://127.0.0.1:{port}"
+
+    def spawn(*flags: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [*command, *flags], cwd=PROJECT, env=env, stderr=subprocess.PIPE, text=True
+        )
+
+    async with aiohttp.ClientSession() as session:
+        proc = spawn()
+        try:
+            await asyncio.to_thread(wait_for_port, port, timeout=20)
+            async with session.get(url + "/v1/depth") as response:
+                assert (await response.json())["alert_depth"] == 7, "from AGENTFN_DLQ_ALERT_DEPTH"
+            headers, body = to_binary(dead_event())
+            async with session.post(url + PLANNER, headers=headers, data=body) as response:
+                assert response.status == 202
+            proc.send_signal(signal.SIGKILL)
+            await asyncio.to_thread(proc.wait, 10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+
+        proc = spawn("--alert-depth", "0")
+        try:
+            await asyncio.to_thread(wait_for_port, port, timeout=20)
+            async with session.get(url + "/v1/letters") as response:
+                (letter,) = (await response.json())["letters"]
+            assert letter["id"] == "order-1", "acknowledged before the kill: kept"
+            async with session.get(url + "/v1/depth") as response:
+                assert await response.json() == {
+                    "depth": [
+                        {
+                            "namespace": "default",
+                            "broker": "default",
+                            "trigger": "planner",
+                            "depth": 1,
+                        }
+                    ],
+                    "alert_depth": 0,  # the flag wins over the variable
+                }
+            proc.send_signal(signal.SIGTERM)
+            _, stderr = await asyncio.to_thread(proc.communicate, timeout=20)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == 0, stderr
+        assert f"dead-letter sink ready on http://127.0.0.1:{port}" in stderr
+        assert "replays to: http://b:1/" in stderr
+
+
+def test_dlq_serve_refuses_a_store_it_does_not_know(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [*agentfn_command(), "dlq", "serve", "--store", "mysql://db/x", "--port", "0"],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "store: 'mysql://db/x'" in done.stderr
