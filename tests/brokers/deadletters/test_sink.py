@@ -768,3 +768,26 @@ def test_dlq_serve_refuses_a_store_it_does_not_know(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert "store: 'mysql://db/x'" in done.stderr
+
+
+async def test_a_replayed_letter_that_comes_back_waits_again(
+    make_sink: MakeSink, receivers: Callable[..., Awaitable[Subscriber]]
+) -> None:
+    ingress = await receivers()
+    sink = await make_sink(broker_url=ingress.url)
+    assert await sink.send(dead_event()) == 202
+    (letter,) = await sink.letters()
+    sink.clock.now = T0 + 10
+    assert (await sink.api("POST", f"/v1/letters/{letter['key']}/replay", body={}))[0] == 200
+    assert await sink.metric("agentfn_deadletters_depth", **PLANNER_LABELS) == 0
+
+    sink.clock.now = T0 + 20  # the cause was not fixed: the broker dead-letters it again
+    assert await sink.send(dead_event(attempt="again")) == 202
+    back = await sink.letter(letter["key"])
+    assert (back["arrivals"], back["first_arrived_at"], back["arrived_at"]) == (2, T0, T0 + 20)
+    assert back["replayed_at"] is None
+    assert back["event"]["attempt"] == "again"
+    assert len(back["replays"]) == 1
+    assert await sink.metric("agentfn_deadletters_stored_total", **PLANNER_LABELS) == 2
+    assert await sink.metric("agentfn_deadletters_duplicates_total", **PLANNER_LABELS) == 0
+    assert await sink.metric("agentfn_deadletters_depth", **PLANNER_LABELS) == 1
