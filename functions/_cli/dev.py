@@ -10,6 +10,14 @@ is an agent (a Service ref by name, or ``inprocess://NAME``) is delivered by a c
 agent's runtime, with the answers and the delivery policy of the HTTP path (see
 :mod:`agentfn.brokers.inprocess`). One process, no agent ports: the fastest way to run on one
 machine, and the least like a cluster (a handler that blocks the event loop stalls every agent).
+
+Dead letters are kept by a dead-letter sink in this process (what ``agentfn dlq serve`` runs),
+on ``--dlq-port`` with its store under ``--data-dir``; ``agentfn dlq list`` reads it, and its
+replays go to this broker's ingress. The Service name ``dead-letters`` maps to it, and every
+Trigger whose delivery (its own, else its Broker's) names no ``deadLetterSink`` gets
+``<sink>/<namespace>/<broker>/<trigger>``, the path the sink reads the Trigger from.
+``--service dead-letters=URL`` puts another sink in its place (this one is then not started,
+and those Triggers default to that URL); ``--no-dlq`` turns all of it off.
 """
 
 from __future__ import annotations
@@ -21,12 +29,17 @@ import os
 import signal
 import socket
 import sys
+import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 import aiohttp
 import typer
-from agentfn.brokers.config import ConfigError, load_topology, parse_documents
+from agentfn.brokers.config import ConfigError, Topology, load_topology, parse_documents
+from agentfn.brokers.deadletters.settings import DeadLetterSettings
+from agentfn.brokers.deadletters.sink import DeadLetterSink
+from agentfn.brokers.deadletters.store import open_store
+from agentfn.brokers.delivery import Destination
 from agentfn.brokers.embedded import SqliteEventLog
 from agentfn.brokers.inprocess import LocalSubscriber, inprocess_url
 from agentfn.brokers.server import BrokerServer
@@ -45,6 +58,11 @@ from agentfn._asgi import run as run_loop
 console = Console(highlight=False)
 
 _COLOURS = itertools.cycle(["cyan", "magenta", "green", "yellow", "blue", "bright_red"])
+
+#: The Knative Service name of the dead-letter sink (knative/triggers.yaml refers to it).
+DEAD_LETTERS: Final = "dead-letters"
+#: Where ``agentfn dlq`` looks by default: keep the two in step.
+DEFAULT_DLQ_PORT: Final = 8081
 
 
 def _free_port(host: str) -> int:
@@ -75,6 +93,56 @@ async def _wait_ready(url: str, process: asyncio.subprocess.Process, timeout: fl
             await asyncio.sleep(0.05)
 
 
+def _describe(destination: Destination) -> str:
+    if destination.ref_name is None:
+        return destination.describe()
+    return destination.describe() + (destination.uri or "")
+
+
+def _sink_caption(sink: str | None, data_dir: Path) -> str | None:
+    """Under the agents: where dead letters go and how to read them."""
+    if sink is None:
+        return None
+    reader = "agentfn dlq list"
+    if sink != f"http://127.0.0.1:{DEFAULT_DLQ_PORT}":
+        reader += f" --url {sink}"
+    return (
+        f"dead-letter sink {sink} (store {data_dir / 'deadletters.sqlite3'}); `{reader}` reads it"
+    )
+
+
+def _with_dead_letters(topology: Topology, sink: str) -> Topology:
+    """Every Trigger without a dead-letter sink sends its letters to ``sink``, by its path."""
+    base = sink.rstrip("/")
+    return topology.with_dead_letter_sink(lambda t: f"{base}/{t.namespace}/{t.broker}/{t.name}")
+
+
+async def _start_sink(
+    data_dir: Path, host: str, port: int, ingress: str
+) -> tuple[DeadLetterSink, int]:
+    """The dead-letter sink serving on ``host:port`` (0: a free one), and its bound port."""
+    # The rest (alerts, redaction, body limit) from AGENTFN_DLQ_* as in `agentfn dlq serve`.
+    settings = DeadLetterSettings(
+        store=f"sqlite:///{data_dir / 'deadletters.sqlite3'}", broker_url=ingress
+    )
+    sink = DeadLetterSink(
+        open_store(settings.store, redis_url=settings.redis_url), settings=settings, clock=time.time
+    )
+    await sink.start()
+    try:
+        bound = await sink.listen(host, port)
+    except OSError as error:
+        await sink.aclose()
+        raise RuntimeError(
+            f"the dead-letter sink cannot listen on {host}:{port}: {error.strerror}; "
+            "choose another --dlq-port, or --no-dlq"
+        ) from None
+    except BaseException:
+        await sink.aclose()
+        raise
+    return sink, bound
+
+
 async def _run(
     agents: list[DiscoveredAgent],
     *,
@@ -87,8 +155,12 @@ async def _run(
     dead_letter_sink: str | None,
     settings: BrokerSettings,
     in_process: bool = False,
+    dlq_port: int | None = DEFAULT_DLQ_PORT,
 ) -> None:
+    """Serve ``agents`` behind the broker; ``dlq_port`` None: no dead-letter sink of its own."""
     ingress = f"http://{host}:{port}/default/default"
+    services = dict(services)
+    own_sink: str | None = None
     env = dict(os.environ, AGENTFN_BROKER_URL=ingress, PYTHONUNBUFFERED="1")
     if redis:
         env["AGENTFN_REDIS_URL"] = redis
@@ -96,12 +168,18 @@ async def _run(
     apps: dict[str, AgentApp] = {}
     pumps: list[asyncio.Task[None]] = []
     server: BrokerServer | None = None
+    letters: DeadLetterSink | None = None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     try:
+        if dlq_port is not None and DEAD_LETTERS not in services:
+            # First: the Triggers need its address, and it must listen before the broker
+            # dispatches (a restarted broker may dead-letter at once).
+            letters, bound = await _start_sink(data_dir, host, dlq_port, ingress)
+            own_sink = services[DEAD_LETTERS] = f"http://{host}:{bound}"
         urls: dict[str, str] = {}
         if in_process:
             # The rest from AGENTFN_* as in a served agent; --redis wins over the variable.
@@ -139,6 +217,8 @@ async def _run(
                     trigger_documents(found.agent.spec, dead_letter_sink=dead_letter_sink)
                 )
             topology = parse_documents(documents)
+        if dlq_port is not None:
+            topology = _with_dead_letters(topology, services[DEAD_LETTERS])
         local: dict[str, LocalSubscriber] = {urls[name]: app.deliver for name, app in apps.items()}
         server = BrokerServer(
             topology,
@@ -150,7 +230,9 @@ async def _run(
         await server.start()
         tune_gc_for_serving()
         await server.listen(host, port)
-        table = Table(title="agentfn dev", show_lines=False)
+        table = Table(
+            title="agentfn dev", show_lines=False, caption=_sink_caption(own_sink, data_dir)
+        )
         for column in ("agent", "url", "consumes", "emits"):
             table.add_column(column)
         for found in agents:
@@ -160,10 +242,17 @@ async def _run(
             )
         console.print(table)
         for trigger in topology.triggers:
+            sink = topology.delivery_for(trigger).dead_letter_sink
+            letters_to = "" if sink is None else f"  [dim](dead letters: {_describe(sink)})[/dim]"
             console.print(
                 f"  trigger [bold]{trigger.name}[/bold] -> {trigger.subscriber.describe()}"
+                + letters_to
             )
         console.print(f"[green]broker ingress[/green] {ingress}  (Ctrl-C stops everything)")
+        if own_sink is not None:
+            console.print(f"[red]dead-letter sink[/red] {own_sink}")
+        elif dlq_port is not None:
+            console.print(f"[red]dead letters[/red] -> {services[DEAD_LETTERS]} (--service)")
         waiters = [asyncio.create_task(p.wait()) for p in processes]
         stopper = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait([stopper, *waiters], return_when=asyncio.FIRST_COMPLETED)
@@ -174,6 +263,8 @@ async def _run(
     finally:
         if server is not None:
             await server.aclose()
+        if letters is not None:  # after the broker: its last dead letters still arrive
+            await letters.aclose()
         for app in apps.values():
             await app.aclose()
         for process in processes:
@@ -204,8 +295,21 @@ def dev(
     redis: Annotated[str | None, typer.Option(help="Redis URL for idempotency records")] = None,
     dead_letter_sink: Annotated[
         str | None,
-        typer.Option(help="Service name or URL for generated Triggers without their own sink"),
+        typer.Option(
+            help="Service name or URL for generated Triggers without their own sink "
+            "(default: the dead-letter sink)"
+        ),
     ] = None,
+    dlq_port: Annotated[
+        int,
+        typer.Option(help="Port of the dead-letter sink (`agentfn dlq list` reads it there)"),
+    ] = DEFAULT_DLQ_PORT,
+    no_dlq: Annotated[
+        bool,
+        typer.Option(
+            "--no-dlq", help="No dead-letter sink: Triggers without one drop what they give up on"
+        ),
+    ] = False,
     in_process: Annotated[
         bool,
         typer.Option(
@@ -246,6 +350,7 @@ def dev(
             dead_letter_sink=dead_letter_sink,
             settings=settings,
             in_process=in_process,
+            dlq_port=None if no_dlq else dlq_port,
         )
         run_loop(run)
     except (ConfigError, ValueError, RuntimeError) as error:

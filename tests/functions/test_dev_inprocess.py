@@ -50,7 +50,7 @@ async def test_the_reference_chain_runs_with_the_agents_hosted_in_the_broker(
                 sys.executable, "-m", "agentfn.functions.cli", "dev", "agentfn.functions.agents",
                 "--in-process",
                 "--triggers", str(triggers), "--port", str(port),
-                "--data-dir", str(tmp_path / "data"),
+                "--data-dir", str(tmp_path / "data"), "--dlq-port", str(free_port()),
             ],
             cwd=PROJECT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
