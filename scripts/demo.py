@@ -1,8 +1,8 @@
 """The agentfn demo: reference agents as a chain through the embedded broker, shown as it happens.
 
-`make demo` runs this. It starts `agentfn dev` (the embedded broker and the four reference
-agents, routed by knative/triggers.yaml, the same YAML a cluster gets) and two sinks in this
-process ("reports" and "dead-letters"), then:
+`make demo` runs this. It starts `agentfn dev` (the embedded broker, the four reference agents
+and the demo's library agent, routed by knative/triggers.yaml, the same YAML a cluster gets,
+plus the library's Trigger; and its dead-letter sink) and a "reports" sink in this process, then:
 
 1. submits a document: planner fans out chunks, workers analyse them, the aggregator joins the
    results into a report;
@@ -11,13 +11,16 @@ process ("reports" and "dead-letters"), then:
 3. asks the flaky agent for work: it fails twice (503 + Retry-After), the broker backs off and
    retries, the third attempt succeeds;
 4. submits an invalid document: the planner answers 422, which is not retried, and the broker
-   dead-letters it with knativeerrorcode/knativeerrordata.
+   dead-letters it with knativeerrorcode/knativeerrordata into `agentfn dev`'s dead-letter sink;
+5. announces a document that is not in the library yet: the library agent answers 503, the
+   broker retries, gives up and dead-letters the notice; `agentfn dlq list` shows both letters;
+   the demo then puts the file in the library (the fix) and `agentfn dlq replay KEY` sends the
+   notice again: the report for that document arrives.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import inspect
 import json
 import os
@@ -31,6 +34,7 @@ from typing import Any
 
 import aiohttp
 import uvicorn
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.rule import Rule
@@ -39,6 +43,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from agentfn.events import CloudEvent, from_http, to_binary  # noqa: E402
+from agentfn.functions._knative import trigger_documents  # noqa: E402
+
+# This folder (scripts/) is on sys.path: the demo's own agent lives beside it.
+from demo_library import DOCUMENT_STORED, LIBRARY  # noqa: E402
+from demo_library import agent as library_agent  # noqa: E402
 
 console = Console(width=120, highlight=False)
 
@@ -133,20 +142,50 @@ async def metric_lines(
     ]
 
 
+async def letters(session: aiohttp.ClientSession, sink: str, **query: str) -> list[Any]:
+    """The dead letters the sink holds (its HTTP API, the one `agentfn dlq` talks to)."""
+    async with session.get(f"{sink}/v1/letters", params=query) as response:
+        response.raise_for_status()
+        found: list[Any] = (await response.json())["letters"]
+        return found
+
+
+async def dlq(sink: str, *args: str) -> int:
+    """Run `agentfn dlq ARGS --url SINK` as a user would, and show what it printed."""
+    console.print(f"[bold]$ agentfn dlq {' '.join(args)} --url {sink}[/bold]")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "agentfn.functions.cli", "dlq", *args, "--url", sink,
+        cwd=ROOT, env=dict(os.environ, COLUMNS="120", NO_COLOR="1"),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    output, _ = await process.communicate()
+    for line in output.decode(errors="replace").rstrip().splitlines():
+        console.print(f"  {line}", soft_wrap=True)
+    assert process.returncode is not None
+    return process.returncode
+
+
 async def main() -> None:
-    reports, dead_letters = Sink("reports", "bold green"), Sink("dead-letters", "bold red")
+    reports = Sink("reports", "bold green")
     await reports.start()
-    await dead_letters.start()
-    port = free_port()
+    port, dlq_port = free_port(), free_port()
     ingress = f"http://127.0.0.1:{port}/default/default"
-    data_dir = tempfile.mkdtemp(prefix="agentfn-demo-")
+    sink = f"http://127.0.0.1:{dlq_port}"
+    data_dir = Path(tempfile.mkdtemp(prefix="agentfn-demo-"))
+    library = str(data_dir / "library")
+    os.mkdir(library)
+    library_triggers = data_dir / "library-triggers.yaml"
+    library_triggers.write_text(
+        yaml.safe_dump_all(trigger_documents(library_agent.spec)), encoding="utf-8"
+    )
     dev = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "agentfn.functions.cli", "dev",
-        "--port", str(port), "--data-dir", data_dir,
+        "agentfn.functions.agents", str(ROOT / "scripts" / "demo_library.py"),
+        "--port", str(port), "--dlq-port", str(dlq_port), "--data-dir", str(data_dir / "dev"),
         "--triggers", str(ROOT / "knative" / "triggers.yaml"),
+        "--triggers", str(library_triggers),
         "--service", f"reports=http://127.0.0.1:{reports.port}/",
-        "--service", f"dead-letters=http://127.0.0.1:{dead_letters.port}/",
-        cwd=ROOT, env=dict(os.environ, COLUMNS="120", PYTHONUNBUFFERED="1"),
+        cwd=ROOT, env={**os.environ, "COLUMNS": "120", "PYTHONUNBUFFERED": "1", LIBRARY: library},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     assert dev.stdout is not None
@@ -155,6 +194,7 @@ async def main() -> None:
         async with aiohttp.ClientSession() as session:
             await wait_for("the broker", lambda: _listening(port), timeout=60)
             await _healthy(session, f"http://127.0.0.1:{port}/healthz")
+            await _healthy(session, f"{sink}/healthz")
 
             console.print(Rule("1. a document through planner -> workers -> aggregator"))
             document = CloudEvent.new(
@@ -245,14 +285,65 @@ async def main() -> None:
             console.print(
                 f"POST task.submitted with empty text -> {await post(session, ingress, invalid)}"
             )
-            await wait_for("the dead letter", lambda: bool(dead_letters.events))
-            letter = dead_letters.events[0]
-            reason = json.loads(base64.b64decode(str(letter.attributes["knativeerrordata"])))
+
+            async def arrived(event: CloudEvent) -> list[Any]:
+                return await letters(session, sink, event_id=event.id)
+
+            (letter,) = await _until(f"the dead letter of {invalid.id}", lambda: arrived(invalid))
+            error = letter["error"]
             console.print(
-                f"  dead letter: knativeerrorcode={letter.attributes['knativeerrorcode']} "
-                f"knativeerrordest={letter.attributes['knativeerrordest']}\n"
-                f"  knativeerrordata: {reason}"
+                f"  dead letter of trigger {letter['trigger']}: knativeerrorcode={error['code']} "
+                f"knativeerrordest={error['dest']}\n"
+                f"  knativeerrordata: {json.loads(error['data']['text'])}"
             )
+
+            console.print(
+                Rule("5. a document announced before it is stored: dead letter, fix, replay")
+            )
+            notice = CloudEvent.new(
+                DOCUMENT_STORED,
+                "/demo",
+                {
+                    "name": "field-notes.txt",
+                    "title": "field notes",
+                    "max_words_per_chunk": 12,
+                    "top_terms": 3,
+                },
+            )
+            console.print(
+                f"POST document.stored id={notice.id} (not in the library yet) -> "
+                f"{await post(session, ingress, notice)}"
+            )
+            (held,) = await _until(f"the dead letter of {notice.id}", lambda: arrived(notice))
+            console.print(
+                f"  the library agent answered {held['error']['code']}; after its retries the "
+                f"broker dead-lettered the notice (trigger {held['trigger']})"
+            )
+            if await dlq(sink, "list"):
+                raise SystemExit("demo failed: agentfn dlq list")
+            await asyncio.to_thread(_store_field_notes, library)
+            console.print(f"  the fix: field-notes.txt is now in the library ({library})")
+            if await dlq(sink, "replay", held["key"]):
+                raise SystemExit("demo failed: the replay was not accepted")
+
+            def field_notes() -> list[CloudEvent]:
+                return [
+                    e
+                    for e in reports.events
+                    if e.type == "agentfn.report.ready" and e.data["title"] == "field notes"
+                ]
+
+            await wait_for("the report of the replayed document", field_notes)
+            (replayed_report,) = field_notes()
+            console.print(
+                f"  report: {replayed_report.data['chunks']} chunks, "
+                f"{replayed_report.data['words']} words, top terms "
+                f"{[t['term'] for t in replayed_report.data['top_terms']]}"
+            )
+            (after,) = await arrived(notice)
+            if after["replayed_at"] is None:
+                raise SystemExit("demo failed: the letter is not marked replayed")
+            await dlq(sink, "list")
 
             console.print(Rule("broker metrics"))
             for line in await metric_lines(
@@ -271,15 +362,35 @@ async def main() -> None:
         dev.terminate()
         await dev.wait()
         pumping.cancel()
-        for sink in (reports, dead_letters):
-            if sink.server is not None:
-                sink.server.should_exit = True
+        if reports.server is not None:
+            reports.server.should_exit = True
         await asyncio.sleep(0.2)
+
+
+def _store_field_notes(library: str) -> None:
+    Path(library, "field-notes.txt").write_text(
+        "Dead letters are kept whole by the sink. Each one names its trigger and its error. "
+        "A replay sends the original event again, with its id. An idempotent agent applies it "
+        "at most once.",
+        encoding="utf-8",
+    )
 
 
 def _listening(port: int) -> bool:
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+async def _until(what: str, found: Callable[[], Awaitable[list[Any]]]) -> list[Any]:
+    """``found()`` once it is not empty (within the deadline of :func:`wait_for`)."""
+    result: list[Any] = []
+
+    async def check() -> bool:
+        result[:] = await found()
+        return bool(result)
+
+    await wait_for(what, check)
+    return result
 
 
 async def _healthy(session: aiohttp.ClientSession, url: str) -> None:
