@@ -69,6 +69,12 @@ async def test_the_file_and_its_folders_are_made_in_wal_mode(tmp_path: Path) -> 
     path = tmp_path / "a" / "b" / "letters.sqlite3"
     async with SqliteLetterStore(path) as store:
         await store.append(letter(1))
+        # synchronous is a setting of each connection: the store's own say FULL (fsync on commit).
+        own = store._connect()
+        try:
+            assert own.execute("PRAGMA synchronous").fetchone() == (2,)
+        finally:
+            own.close()
     conn = sqlite3.connect(path)
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
