@@ -174,7 +174,8 @@ class Ours:
             )
             idempotency = self.idempotency or workload.idempotency
             command = (
-                ["dev", "bench.agents:agent", "--in-process", "--redis", redis_url]
+                # --no-dlq: the peers keep no dead letters either, and port 8081 stays free.
+                ["dev", "bench.agents:agent", "--in-process", "--no-dlq", "--redis", redis_url]
                 if self.in_process
                 else ["broker"]
             )
