@@ -150,8 +150,10 @@ def _origin(letter: dict[str, Any]) -> str:
 
 def _letters_table(letters: Sequence[dict[str, Any]]) -> Table:
     table = Table(box=None, pad_edge=False)
+    # Long ids, types and names fold; the short columns never break mid-word.
     for column in ("key", "id", "type", "source", "trigger", "code", "age", "replayed"):
-        table.add_column(column, overflow="fold")
+        short = column in ("key", "code", "age", "replayed")
+        table.add_column(column, overflow="fold", no_wrap=short)
     for letter in letters:
         table.add_row(
             *(
