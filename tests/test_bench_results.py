@@ -116,6 +116,37 @@ def _cesql() -> list[str]:
     ]
 
 
+def _deadletters() -> list[str]:
+    document = _load("bench_deadletters.json", "bench/bench_deadletters.py")
+    summary, params = document["summary"], document["params"]
+    assert not params["quick"], "the README quotes a full run, not a --quick one"
+    sqlite, redis = summary["sqlite"], summary["redis"]
+    for store in (sqlite, redis):
+        assert store["sink_over_ingress"] == pytest.approx(
+            store["sink_per_s"] / summary["ingress_per_s"]
+        )
+        assert store["replay_over_direct"] == pytest.approx(
+            store["replay_per_s"] / summary["direct_per_s"]
+        )
+    assert sqlite["backlog_waiting"] == redis["backlog_waiting"] == params["letters"]
+    return [
+        f"({params['letters']} letters per run from an empty store, "
+        f"{params['concurrency']} connections, best of {params['best_of']})",
+        f"Redis `appendfsync {params['redis_appendfsync']}`",
+        f"SQLite {sqlite['sink_per_s']:.0f} letters/s ({sqlite['sink_over_ingress']:.2f}x the "
+        f"ingress: {summary['ingress_per_s']:.0f}/s), Redis {redis['sink_per_s']:.0f} "
+        f"({redis['sink_over_ingress']:.2f}x)",
+        f"raw `append` in-process {sqlite['raw_append_per_s']:.0f} / "
+        f"{redis['raw_append_per_s']:.0f}",
+        f"onto {sqlite['backlog_waiting']} waiting letters {sqlite['backlog_sink_per_s']:.0f} / "
+        f"{redis['backlog_sink_per_s']:.0f}",
+        f"({params['replay_letters']} letters, {params['concurrency']} at once)",
+        f"SQLite {sqlite['replay_per_s']:.0f} letters/s, Redis {redis['replay_per_s']:.0f}",
+        f"straight to the ingress: {summary['direct_per_s']:.0f}/s "
+        f"({sqlite['replay_over_direct']:.2f}x / {redis['replay_over_direct']:.2f}x)",
+    ]
+
+
 @pytest.mark.parametrize(
     ("result_file", "figures"),
     [
@@ -123,6 +154,7 @@ def _cesql() -> list[str]:
         ("bench_idempotency.json", _idempotency),
         ("bench_kafka.json", _kafka),
         ("bench_cesql.json", _cesql),
+        ("bench_deadletters.json", _deadletters),
     ],
 )
 def test_the_readme_quotes_the_stored_result(result_file: str, figures: Any) -> None:
