@@ -9,9 +9,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, NamedTuple, TypeAlias, TypeVar
 
-__all__ = ["ASGIApp", "Message", "Receive", "Scope", "Send", "lifespan", "read_body", "run"]
+__all__ = [
+    "ASGIApp",
+    "BodyRefused",
+    "Message",
+    "Receive",
+    "Scope",
+    "Send",
+    "lifespan",
+    "read_body",
+    "read_request_body",
+    "run",
+]
 
 Scope: TypeAlias = MutableMapping[str, Any]
 Message: TypeAlias = MutableMapping[str, Any]
@@ -45,6 +56,32 @@ async def read_body(receive: Receive, limit: int, first: Message | None = None) 
             break
         message = await receive()
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+class BodyRefused(NamedTuple):
+    """Why a request body was not read: the status to answer and a message naming the cause."""
+
+    status: int
+    message: str
+
+
+async def read_request_body(
+    headers: list[tuple[bytes, bytes]], receive: Receive, limit: int
+) -> bytes | BodyRefused:
+    """The body of a request, refused before reading when its ``content-length`` is over
+    ``limit`` (413) or no number (400), and as soon as it outgrows ``limit`` (413)."""
+    for name, value in headers:
+        if name == b"content-length":
+            try:
+                declared = int(value)
+            except ValueError:
+                return BodyRefused(400, "content-length is not a number")
+            if declared > limit:
+                return BodyRefused(413, f"body over {limit} bytes")
+    body = await read_body(receive, limit)
+    if body is None:
+        return BodyRefused(413, f"body over {limit} bytes")
+    return body
 
 
 async def lifespan(

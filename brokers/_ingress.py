@@ -13,7 +13,7 @@ from agentfn.brokers.log import EventTooLargeError, LogUnavailableError
 from agentfn.brokers.metrics import BrokerMetrics
 from agentfn.events import CloudEvent, InvalidEventError, from_http
 
-from agentfn._asgi import Receive, Scope, Send, lifespan, read_body
+from agentfn._asgi import BodyRefused, Receive, Scope, Send, lifespan, read_request_body
 
 __all__ = ["IngressApp"]
 
@@ -104,17 +104,9 @@ class IngressApp:
     async def _handle(
         self, broker: BrokerSpec, headers: list[tuple[bytes, bytes]], receive: Receive
     ) -> tuple[int, bytes, int]:
-        for name, value in headers:
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    return 400, _error("content-length is not a number"), 0
-                if declared > self._max_body:
-                    return 413, _error(f"body over {self._max_body} bytes"), 0
-        body = await read_body(receive, self._max_body)
-        if body is None:
-            return 413, _error(f"body over {self._max_body} bytes"), 0
+        body = await read_request_body(headers, receive, self._max_body)
+        if isinstance(body, BodyRefused):
+            return body.status, _error(body.message), 0
         try:
             events = from_http(headers, body)
         except InvalidEventError as error:

@@ -3,13 +3,27 @@
 from __future__ import annotations
 
 import socket
-from typing import Any
+from typing import Any, Final
 
 import uvicorn
 
 from agentfn._asgi import ASGIApp
 
 __all__ = ["serve_in_loop"]
+
+#: How every events endpoint of the broker side is served (the ingress, the dead-letter sink):
+#: no Date/Server headers to write per answer, keep-alive outliving a broker's idle gaps, and
+#: no proxy headers honoured (nothing here sits behind a proxy that sets them).
+_EVENT_SERVER: Final[dict[str, Any]] = {
+    "lifespan": "off",
+    "log_level": "warning",
+    "access_log": False,
+    "http": "httptools",
+    "date_header": False,
+    "server_header": False,
+    "timeout_keep_alive": 30,
+    "proxy_headers": False,
+}
 
 
 async def serve_in_loop(
@@ -30,7 +44,7 @@ async def serve_in_loop(
     sock.bind((host, port))
     sock.listen(options.pop("backlog", 2048))
     sock.setblocking(False)
-    config = uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False, **options)
+    config = uvicorn.Config(app, **{**_EVENT_SERVER, **options})
     config.load()
     server = uvicorn.Server(config)
     server.lifespan = config.lifespan_class(config)

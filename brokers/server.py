@@ -144,16 +144,7 @@ class BrokerServer(Started):
 
     async def listen(self, host: str = "127.0.0.1", port: int = 8080) -> int:
         """Serve the ingress on ``host:port`` (0: any free port); returns the bound port."""
-        self._server, bound = await serve_in_loop(
-            self.app,
-            host,
-            port,
-            http="httptools",
-            date_header=False,
-            server_header=False,
-            timeout_keep_alive=30,
-            proxy_headers=False,
-        )
+        self._server, bound = await serve_in_loop(self.app, host, port)
         log.info("broker ingress listening on %s:%d", host, bound)
         return bound
 

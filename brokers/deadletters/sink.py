@@ -35,7 +35,15 @@ from agentfn.brokers.deadletters.settings import DeadLetterSettings
 from agentfn.brokers.deadletters.store import DeadLetterStore, LetterStoreUnavailableError
 from agentfn.events import CloudEvent, InvalidEventError, from_http
 
-from agentfn._asgi import ASGIApp, Receive, Scope, Send, lifespan, read_body
+from agentfn._asgi import (
+    ASGIApp,
+    BodyRefused,
+    Receive,
+    Scope,
+    Send,
+    lifespan,
+    read_request_body,
+)
 from agentfn._lifecycle import Started
 
 __all__ = ["DeadLetterSink"]
@@ -121,16 +129,7 @@ class DeadLetterSink(Started):
 
     async def listen(self, host: str = "127.0.0.1", port: int = 8080) -> int:
         """Serve on ``host:port`` (0: any free port); the bound port."""
-        self._server, bound = await serve_in_loop(
-            self.app,
-            host,
-            port,
-            http="httptools",
-            date_header=False,
-            server_header=False,
-            timeout_keep_alive=30,
-            proxy_headers=False,
-        )
+        self._server, bound = await serve_in_loop(self.app, host, port)
         log.info("dead-letter sink listening on %s:%d", host, bound)
         return bound
 
@@ -205,17 +204,9 @@ class DeadLetterSink(Started):
         self, origin: TriggerRef, scope: Scope, receive: Receive
     ) -> tuple[int, bytes]:
         headers: list[tuple[bytes, bytes]] = scope["headers"]
-        for name, value in headers:
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    return 400, error_body("content-length is not a number")
-                if declared > self._max_body:
-                    return 413, error_body(f"body over {self._max_body} bytes")
-        body = await read_body(receive, self._max_body)
-        if body is None:
-            return 413, error_body(f"body over {self._max_body} bytes")
+        body = await read_request_body(headers, receive, self._max_body)
+        if isinstance(body, BodyRefused):
+            return body.status, error_body(body.message)
         try:
             events = from_http(headers, body)
         except InvalidEventError as error:

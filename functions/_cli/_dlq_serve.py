@@ -6,9 +6,6 @@ container needs no arguments; a flag given wins over the variable.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import signal
 from typing import Annotated
 from urllib.parse import urlsplit, urlunsplit
 
@@ -16,6 +13,7 @@ import typer
 from agentfn.brokers.deadletters.settings import DeadLetterSettings
 from agentfn.brokers.deadletters.sink import DeadLetterSink
 from agentfn.brokers.deadletters.store import LetterStoreUnavailableError, open_store
+from agentfn.functions._cli._process import stop_on_signals
 from pydantic import ValidationError
 from rich.console import Console
 
@@ -37,11 +35,7 @@ def _shown(url: str) -> str:
 
 
 async def _serve(sink: DeadLetterSink, host: str, port: int) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     async with sink:
         bound = await sink.listen(host, port)
         settings = sink.settings

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
+import signal
 from typing import Final
 
 #: Allocations between young-generation collections. CPython's 700 suits scripts; a server
@@ -18,3 +21,13 @@ def tune_gc_for_serving() -> None:
     gc.freeze()
     _, middle, old = gc.get_threshold()
     gc.set_threshold(_YOUNG_THRESHOLD, max(middle, 20), max(old, 100))
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event that SIGINT or SIGTERM sets (Knative stops a pod with SIGTERM), in this loop."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):  # no signal handlers on this platform
+            loop.add_signal_handler(sig, stop.set)
+    return stop

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import signal
 from pathlib import Path
 from typing import Annotated
 
@@ -14,7 +11,7 @@ from agentfn.brokers.embedded import SqliteEventLog
 from agentfn.brokers.log import EventLog, LogUnavailableError
 from agentfn.brokers.server import BrokerServer
 from agentfn.brokers.settings import BrokerSettings
-from agentfn.functions._cli._process import tune_gc_for_serving
+from agentfn.functions._cli._process import stop_on_signals, tune_gc_for_serving
 from rich.console import Console
 
 from agentfn._asgi import run as run_loop
@@ -33,11 +30,7 @@ def parse_services(pairs: list[str]) -> dict[str, str]:
 
 
 async def _serve(server: BrokerServer, host: str, port: int) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     async with server:
         tune_gc_for_serving()
         bound = await server.listen(host, port)

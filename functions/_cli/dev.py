@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import itertools
 import os
-import signal
 import socket
 import sys
 import time
@@ -45,7 +44,7 @@ from agentfn.brokers.inprocess import LocalSubscriber, inprocess_url
 from agentfn.brokers.server import BrokerServer
 from agentfn.brokers.settings import BrokerSettings
 from agentfn.functions._asgi import AgentApp
-from agentfn.functions._cli._process import tune_gc_for_serving
+from agentfn.functions._cli._process import stop_on_signals, tune_gc_for_serving
 from agentfn.functions._cli.broker import parse_services
 from agentfn.functions._knative import trigger_documents
 from agentfn.functions._loader import DiscoveredAgent, discover_agents
@@ -169,11 +168,7 @@ async def _run(
     pumps: list[asyncio.Task[None]] = []
     server: BrokerServer | None = None
     letters: DeadLetterSink | None = None
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     try:
         if dlq_port is not None and DEAD_LETTERS not in services:
             # First: the Triggers need its address, and it must listen before the broker
