@@ -9,7 +9,9 @@ under its own savepoint, so one that fails (an unknown key) leaves the others of
 
 Reads use a second connection: WAL lets them run beside the writer and they see every commit.
 The columns beside the record (its JSON form, :meth:`DeadLetter.to_json`) are there for the
-filters; ``seq`` is the first arrival's order and the paging cursor.
+filters; ``seq`` is the first arrival's order and the paging cursor. The depth per Trigger is
+a table of counts that SQL triggers keep in the transaction of every change, so reading it (the
+sink does after each change) costs one row per Trigger, not a scan of the waiting letters.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ __all__ = ["SqliteLetterStore"]
 log = logging.getLogger(__name__)
 
 _SCHEMA: Final = """
+BEGIN IMMEDIATE;
 CREATE TABLE IF NOT EXISTS letters (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     key TEXT NOT NULL UNIQUE,
@@ -49,6 +52,40 @@ CREATE TABLE IF NOT EXISTS letters (
 );
 CREATE INDEX IF NOT EXISTS letters_trigger ON letters (namespace, broker, trigger);
 CREATE INDEX IF NOT EXISTS letters_arrived_at ON letters (arrived_at);
+-- Waiting letters per Trigger, kept by SQL triggers in the transaction of every change: the
+-- depth the sink reads after each change costs one row per Trigger, however many letters wait.
+CREATE TABLE IF NOT EXISTS depth (
+    namespace TEXT NOT NULL, broker TEXT NOT NULL, trigger TEXT NOT NULL,
+    waiting INTEGER NOT NULL, PRIMARY KEY (namespace, broker, trigger)
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS depth_on_insert AFTER INSERT ON letters
+WHEN NEW.replayed_at IS NULL BEGIN
+    INSERT INTO depth VALUES (
+        COALESCE(NEW.namespace, ''), COALESCE(NEW.broker, ''), COALESCE(NEW.trigger, ''), 1
+    ) ON CONFLICT DO UPDATE SET waiting = waiting + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS depth_on_delete AFTER DELETE ON letters
+WHEN OLD.replayed_at IS NULL BEGIN
+    UPDATE depth SET waiting = waiting - 1 WHERE namespace = COALESCE(OLD.namespace, '')
+        AND broker = COALESCE(OLD.broker, '') AND trigger = COALESCE(OLD.trigger, '');
+END;
+CREATE TRIGGER IF NOT EXISTS depth_on_update_old AFTER UPDATE ON letters
+WHEN OLD.replayed_at IS NULL BEGIN
+    UPDATE depth SET waiting = waiting - 1 WHERE namespace = COALESCE(OLD.namespace, '')
+        AND broker = COALESCE(OLD.broker, '') AND trigger = COALESCE(OLD.trigger, '');
+END;
+CREATE TRIGGER IF NOT EXISTS depth_on_update_new AFTER UPDATE ON letters
+WHEN NEW.replayed_at IS NULL BEGIN
+    INSERT INTO depth VALUES (
+        COALESCE(NEW.namespace, ''), COALESCE(NEW.broker, ''), COALESCE(NEW.trigger, ''), 1
+    ) ON CONFLICT DO UPDATE SET waiting = waiting + 1;
+END;
+-- A file written before the depth table had letters and no counts: count them once.
+INSERT INTO depth
+    SELECT COALESCE(namespace, ''), COALESCE(broker, ''), COALESCE(trigger, ''), COUNT(*)
+    FROM letters WHERE replayed_at IS NULL AND NOT EXISTS (SELECT 1 FROM depth)
+    GROUP BY 1, 2, 3;
+COMMIT;
 """
 
 _COLUMNS: Final = "namespace, broker, trigger, type, event_id, arrived_at, replayed_at, record"
@@ -362,8 +399,6 @@ class SqliteLetterStore(Started):
 
     async def depth(self) -> Mapping[tuple[str, str, str], int]:
         rows = await self._read(
-            "SELECT COALESCE(namespace, ''), COALESCE(broker, ''), COALESCE(trigger, ''),"
-            " COUNT(*) FROM letters WHERE replayed_at IS NULL GROUP BY 1, 2, 3",
-            (),
+            "SELECT namespace, broker, trigger, waiting FROM depth WHERE waiting > 0", ()
         )
-        return {(ns, broker, trigger): count for ns, broker, trigger, count in rows}
+        return {(ns, broker, trigger): waiting for ns, broker, trigger, waiting in rows}

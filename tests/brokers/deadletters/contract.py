@@ -448,6 +448,23 @@ class LetterStoreContract:
         await store.delete([b.key, d.key])
         assert dict(await store.depth()) == {("default", "default", "writer"): 1}
 
+    async def test_a_letter_reopened_through_another_trigger_counts_there(
+        self, store: DeadLetterStore
+    ) -> None:
+        a = letter(1)
+        await store.append(a)
+        await store.record_replay(a.key, accepted(T0 + 10))
+        # Replayed, then dead-lettered again by a Trigger with another path to the sink.
+        back = DeadLetter.received(
+            a.event, TriggerRef.from_path("/default/default/writer"), at=T0 + 20
+        )
+        stored, created = await store.append(back)
+        assert created
+        assert stored.origin.trigger == "writer"
+        assert dict(await store.depth()) == {("default", "default", "writer"): 1}
+        await store.record_replay(a.key, accepted(T0 + 30))
+        assert dict(await store.depth()) == {}
+
     # -- durability and failure --------------------------------------------------------------
 
     async def test_letters_survive_closing_and_reopening(

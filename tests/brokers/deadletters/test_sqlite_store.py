@@ -26,6 +26,7 @@ from tests.brokers.deadletters.contract import (
 )
 
 PROJECT = Path(__file__).resolve().parents[3]
+PLANNER_LABELS = ("default", "default", "planner")
 
 
 class SqliteBackend(StoreBackend):
@@ -90,6 +91,26 @@ async def test_the_file_and_its_folders_are_made_in_wal_mode(tmp_path: Path) -> 
         assert {"key", "namespace", "arrived_at"} <= indexed
     finally:
         conn.close()
+
+
+async def test_a_file_without_the_depth_counts_is_counted_once_on_open(tmp_path: Path) -> None:
+    """The depth is kept in a table by SQL triggers; a file written before it existed (or whose
+    counts were lost) is counted from its letters when opened, and then kept from there."""
+    path = tmp_path / "letters.sqlite3"
+    async with SqliteLetterStore(path) as store:
+        for n in (1, 2, 3):
+            await store.append(letter(n))
+        await store.record_replay(letter(1).key, accepted(2_000.0))
+    conn = sqlite3.connect(path)
+    conn.execute("DROP TABLE depth")
+    conn.commit()
+    conn.close()
+    async with SqliteLetterStore(path) as store:
+        assert dict(await store.depth()) == {PLANNER_LABELS: 2}
+        await store.append(letter(4))
+        assert dict(await store.depth()) == {PLANNER_LABELS: 3}
+    async with SqliteLetterStore(path) as store:  # counted once, not again on each open
+        assert dict(await store.depth()) == {PLANNER_LABELS: 3}
 
 
 async def test_open_store_names_the_sqlite_file(tmp_path: Path) -> None:
