@@ -227,14 +227,6 @@ class LettersApi:
             self._metrics.purged.labels(*letter.origin.labels).inc()
         if deleted:
             self._depth.changed()
-            await self._refresh()
-
-    async def _refresh(self) -> None:
-        # The change itself is done; a depth read failing now only delays the gauge.
-        try:
-            await self._depth.refresh()
-        except LetterStoreUnavailableError as error:
-            log.warning("dead-letter depth not refreshed: %s", error)
 
     async def _depth_report(self) -> dict[str, Any]:
         depth = await self._depth.refresh(force=True)
@@ -302,7 +294,6 @@ class LettersApi:
                 replay=replay.to_json(),
             ) from None
         self._depth.changed()
-        await self._refresh()
         return {
             "letter": self._letter(recorded, self._clock()),
             "replay": replay.to_json(),

@@ -113,6 +113,14 @@ class DeadLetterSink(Started):
     def ready(self) -> bool:
         return self._ready
 
+    async def settled(self) -> None:
+        """Bring the depth gauge and the alarm up to every change made so far.
+
+        They follow changes in the background (a 202 does not wait for them); this reads the
+        depth now if a change is not reflected yet. Raises LetterStoreUnavailableError.
+        """
+        await self._depth.refresh()
+
     async def start(self) -> None:
         await self.store.start()
         self._store_open = True
@@ -122,6 +130,7 @@ class DeadLetterSink(Started):
             self._api.session = aiohttp.ClientSession(skip_auto_headers=("User-Agent",))
             # The depth at start-up counts: a backlog over the threshold alerts at once.
             await self._depth.refresh(force=True)
+            self._depth.start()
         except BaseException:
             await self.aclose()  # `async with` does not close what failed to start
             raise
@@ -139,6 +148,7 @@ class DeadLetterSink(Started):
             self._server.should_exit = True
             await self._server.shutdown()
             self._server = None
+        await self._depth.aclose()
         if self._alarm is not None:
             await self._alarm.aclose()
         if self._api.session is not None:
@@ -198,6 +208,10 @@ class DeadLetterSink(Started):
         elif path == "/healthz":
             await respond(send, 200 if self._ready else 503, b"ok" if self._ready else b"starting")
         else:
+            try:
+                await self._depth.refresh()  # a scrape sees every change made before it
+            except LetterStoreUnavailableError as error:
+                log.warning("dead-letter depth not refreshed for /metrics: %s", error)
             await respond(send, 200, self.metrics.exposition(), _PROMETHEUS)
 
     async def _receive(
@@ -235,8 +249,3 @@ class DeadLetterSink(Started):
                 self.metrics.duplicates.labels(*labels).inc()
         if created:
             self._depth.changed()
-            try:
-                await self._depth.refresh()
-            except LetterStoreUnavailableError as error:
-                # Stored is stored: the 202 stands, the gauge catches up on the next change.
-                log.warning("dead-letter depth not refreshed: %s", error)

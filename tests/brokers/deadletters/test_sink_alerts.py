@@ -2,6 +2,10 @@
 
 Absence is proven with a marker: the alerts are posted in transition order by one task, so
 once a later Trigger's alert has arrived, every alert before it has been posted.
+
+The alarm follows the depth in the background (a 202 never waits for it); the client here
+brings it up to date after each change (``sink.settled()``, what a scrape does), so the
+transitions are those of the depth after each change, one at a time.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ class Sink:
         path = "/" + "/".join(labels)
         async with self.session.post(self.url + path, headers=headers, data=body) as response:
             assert response.status == 202
+        await self.sink.settled()
 
     async def delete(self, event: CloudEvent) -> None:
         async with self.session.get(
@@ -49,6 +54,7 @@ class Sink:
             (found,) = (await response.json())["letters"]
         async with self.session.delete(self.url + f"/v1/letters/{found['key']}") as response:
             assert response.status == 200
+        await self.sink.settled()
 
 
 @pytest.fixture
@@ -154,3 +160,23 @@ async def test_an_alert_sink_that_is_down_is_logged_once_per_alert(
     crossings = [r for r in caplog.records if "over the threshold" in r.message]
     assert (len(crossings), len(failures)) == (1, 1)
     assert sink.alarms == [(PLANNER, "exceeded", 1)]
+
+
+async def test_the_alarm_follows_changes_without_a_scrape(
+    tmp_path: Path, session: aiohttp.ClientSession, receiver: Subscriber
+) -> None:
+    """No scrape and no ``settled()``: the sink's own follower reads the depth after changes."""
+    sink, client = await start(tmp_path, session, alert_depth=1, alert_sink=receiver.url)
+    try:
+        for n in (1, 2):
+            headers, body = to_binary(letter(n))
+            url = client.url + "/default/default/planner"
+            async with session.post(url, headers=headers, data=body) as response:
+                assert response.status == 202
+        await async_wait_until(lambda: bool(sink.alarms), message="the alarm to follow")
+        await async_wait_until(lambda: len(receiver.arrivals) == 1, message="the alert")
+        depth = receiver.events()[0].data["depth"]
+        assert sink.alarms == [(PLANNER, "exceeded", depth)]
+        assert depth == 2, "the read after the second letter, or one read after both"
+    finally:
+        await sink.aclose()
