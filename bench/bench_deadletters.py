@@ -13,7 +13,7 @@ to ``/<namespace>/<broker>/<trigger>`` as a Trigger's ``deadLetterSink`` does.
   and concurrency): a sink should keep up with the broker that feeds it. Each store's raw
   ``append`` rate in this process (no HTTP, no depth re-read, the same concurrency) shows what
   the sink adds to its store; the same load onto a backlog of as many waiting letters shows
-  what a backlog costs (the sink re-reads the depth per Trigger after every change).
+  what a backlog costs (the depth per Trigger is re-read after every change, off the 202).
 * **replay**: N letters stored, then replayed through the sink's API (``POST
   /v1/letters/KEY/replay``, C at once) to the broker's ingress; the reference is the same N
   events posted straight to that ingress.
