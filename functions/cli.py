@@ -19,7 +19,7 @@ __all__ = ["COMMANDS", "app", "main"]
 
 #: Command name -> module of :mod:`agentfn.functions._cli` defining a function of that name, in the
 #: order ``agentfn --help`` lists them.
-COMMANDS: Final = ("send", "display", "broker", "serve", "agents", "dev", "dlq")
+COMMANDS: Final = ("send", "display", "broker", "serve", "agents", "dev", "dlq", "render", "deploy")
 
 
 def _load(name: str) -> Any:
