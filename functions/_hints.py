@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -26,18 +26,43 @@ class _Hint(BaseModel):
 
 
 class Scaling(_Hint):
-    """Autoscaling bounds. ``max_scale=0`` means unbounded; ``min_scale=0`` scales to zero."""
+    """Autoscaling bounds. ``max_scale=0`` means unbounded; ``min_scale=0`` scales to zero.
+
+    ``autoscaler`` is Knative's autoscaler class: ``kpa`` (the default) scales on requests in
+    flight (``metric="concurrency"``) or per second (``"rps"``) and can scale to zero; ``hpa``
+    is for steady load, scaling on CPU (``metric`` defaults to, and must be, ``"cpu"``) with
+    Kubernetes' HorizontalPodAutoscaler, which never scales to zero (so ``min_scale >= 1``),
+    and reads ``target_concurrency`` as the CPU utilisation to hold, in percent of the request.
+    """
 
     min_scale: int = Field(default=0, ge=0)
     max_scale: int = Field(default=0, ge=0)
     target_concurrency: int | None = Field(default=None, gt=0)
     container_concurrency: int = Field(default=0, ge=0)
-    metric: Literal["concurrency", "rps"] = "concurrency"
+    metric: Literal["concurrency", "rps", "cpu"] = "concurrency"
+    autoscaler: Literal["kpa", "hpa"] = "kpa"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _cpu_for_hpa(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("autoscaler") == "hpa" and "metric" not in data:
+            return {**data, "metric": "cpu"}
+        return data
 
     @model_validator(mode="after")
     def _bounds(self) -> Scaling:
         if self.max_scale and self.max_scale < self.min_scale:
             raise ValueError(f"max_scale {self.max_scale} is below min_scale {self.min_scale}")
+        if self.autoscaler == "hpa":
+            if self.metric != "cpu":
+                raise ValueError("the hpa autoscaler scales on cpu, not on " + self.metric)
+            if self.min_scale < 1:
+                raise ValueError("the hpa autoscaler never scales to zero: give min_scale >= 1")
+            if self.target_concurrency is not None and self.target_concurrency > 100:
+                raise ValueError("with hpa, target_concurrency is a CPU percentage (1-100)")
+            return self
+        if self.metric == "cpu":
+            raise ValueError('metric "cpu" needs autoscaler="hpa" (kpa scales on requests)')
         if (
             self.container_concurrency
             and self.target_concurrency
