@@ -1,0 +1,336 @@
+"""The Compose document: the agents on Docker without Kubernetes (``agentfn render --compose``).
+
+The seed's three-container pattern, per agent the agent and its collector, around shared infra:
+
+* per agent a service ``<agent>`` running ``agentfn serve`` from the one image (the agent chosen
+  by ``AGENTFN_AGENT``, as in the cluster), and ``<agent>-collector``, an OpenTelemetry
+  Collector that joins the agent's network namespace (``network_mode: service:<agent>``), so
+  the agent exports to ``localhost:4318`` as it would to a sidecar in its pod;
+* ``kafka``: one Apache Kafka node in KRaft mode (broker and controller, no ZooKeeper);
+* ``redis``: idempotency records and the dead letters, append-only;
+* ``broker``: ``agentfn broker --kafka``, routing by the rendered ``knative/`` mounted read-only,
+  the same Triggers the cluster applies; each Service ``ref`` maps to its Compose service;
+* ``dead-letters``: ``agentfn dlq serve`` on the Redis store.
+
+Healthchecks and ``depends_on`` conditions start it in order: kafka and redis, then the sink
+and the broker, then the agents, then their collectors. The broker's ingress is published on
+``127.0.0.1:8080`` and the sink's API on ``127.0.0.1:8081`` (what ``agentfn dlq`` talks to by
+default), loopback only: nothing here asks for authentication.
+
+``--otel off`` drops the collectors and the ``OTEL_*`` variables; ``shared`` and ``sidecar``
+both give each agent its sidecar, which costs Compose no scheduling and keeps each agent's
+telemetry beside it. The collectors print what they receive (the ``debug`` exporter): point
+the config's exporter at a backend to keep it.
+
+For the render CLI: ``compose_document(agents, options)`` returns one document, to be written
+as ``compose.yaml`` at the repository root, beside ``knative/`` (the broker mounts
+``./knative``, so the Triggers must be rendered there with the same options). Its key order is
+the order to write (no key sorting); it is deterministic for a given set of agents.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from decimal import Decimal
+from fractions import Fraction
+from typing import Any, Final
+
+from agentfn.functions._hints import Resources
+from agentfn.functions._loader import DiscoveredAgent
+from agentfn.functions._manifests import sizing
+from agentfn.functions._manifests.observability import (
+    COLLECTOR_CONFIG_KEY,
+    COLLECTOR_IMAGE,
+    collector_config,
+    collector_sidecar,
+    otlp_endpoint,
+)
+from agentfn.functions._manifests.options import RenderOptions
+from agentfn.functions._manifests.redis import REDIS_IMAGE
+from agentfn.functions._manifests.sizing import effective_size
+
+__all__ = [
+    "BROKER",
+    "COLLECTOR_IMAGE",
+    "DEAD_LETTERS",
+    "KAFKA",
+    "KAFKA_IMAGE",
+    "REDIS",
+    "REDIS_IMAGE",
+    "TRIGGERS_MOUNT",
+    "collector_name",
+    "compose_document",
+]
+
+#: The Kafka release scripts/versions.env gives Strimzi on kind (KAFKA_VERSION), as Apache's
+#: own image; kafka-python (the broker's client) speaks its protocol.
+KAFKA_IMAGE: Final = "apache/kafka:4.0.0"
+
+KAFKA: Final = "kafka"
+REDIS: Final = "redis"
+BROKER: Final = "broker"
+DEAD_LETTERS: Final = "dead-letters"
+_INFRA: Final = (KAFKA, REDIS, DEAD_LETTERS, BROKER)
+
+#: Where the broker container reads the rendered manifests (mounted from ``./knative``).
+TRIGGERS_MOUNT: Final = "/app/knative"
+_MANIFESTS: Final = "./knative"
+
+_PORT: Final = 8080
+_REDIS_URL: Final = f"redis://{REDIS}:6379/0"
+_KAFKA_BOOTSTRAP: Final = f"{KAFKA}:9092"
+#: A KRaft cluster id is a base64url UUID; a fixed one keeps the render deterministic.
+_KAFKA_CLUSTER_ID: Final = "QYDFqxy6W1-vd2dvZhaHGg"
+#: The Compose config holding the collector's file (the cluster's ConfigMap key, as a name).
+_COLLECTOR_CONFIG: Final = "otel-collector"
+
+
+def collector_name(agent: str) -> str:
+    """The Compose service of an agent's collector sidecar."""
+    return f"{agent}-collector"
+
+
+def _healthcheck(test: list[str], *, start_period: str = "20s") -> dict[str, Any]:
+    return {
+        "test": test,
+        "interval": "5s",
+        "timeout": "3s",
+        "retries": 12,
+        "start_period": start_period,
+    }
+
+
+def _http_healthcheck(path: str = "/healthz") -> dict[str, Any]:
+    """A GET of ``path`` by the image's own Python: the slim image has no curl."""
+    probe = (
+        "import urllib.request; "
+        f"urllib.request.urlopen('http://127.0.0.1:{_PORT}{path}', timeout=2)"
+    )
+    return _healthcheck(["CMD", "python", "-c", probe])
+
+
+def _healthy(*services: str) -> dict[str, Any]:
+    return {name: {"condition": "service_healthy"} for name in services}
+
+
+def _from_image(options: RenderOptions) -> dict[str, Any]:
+    # Every service of the image carries the build, so whichever starts first builds it.
+    return {"image": options.image, "build": {"context": ".", "dockerfile": "Dockerfile"}}
+
+
+def _cpus(cores: Fraction) -> str:
+    """Cores as Compose writes them (``0.25``, ``2``): exact, since sizes are whole millicores."""
+    return format((Decimal(cores.numerator) / cores.denominator).normalize(), "f")
+
+
+def _memory(size: Fraction) -> str:
+    """Bytes as Compose reads them, in the largest exact unit: Compose's ``k``/``m``/``g`` are
+    powers of 1024, so ``256Mi`` is ``256m`` and Kubernetes' ``500M`` is ``500000000``."""
+    whole = math.ceil(size)
+    for suffix, power in (("g", 3), ("m", 2), ("k", 1)):
+        if whole and whole % 1024**power == 0:
+            return f"{whole // 1024**power}{suffix}"
+    return str(whole)
+
+
+def _resources(resources: Resources) -> dict[str, Any]:
+    """``deploy.resources``: the container's size on the cluster (:func:`effective_size`, the
+    LimitRange's defaults for what it leaves out), so a laptop runs it as the cluster does."""
+    size = effective_size(resources)
+    reservations: dict[str, Any] = {"cpus": _cpus(size.cpu), "memory": _memory(size.memory)}
+    if size.gpu:
+        reservations["devices"] = [{"driver": "nvidia", "count": size.gpu, "capabilities": ["gpu"]}]
+    return {
+        "limits": {"cpus": _cpus(size.cpu_limit), "memory": _memory(size.memory_limit)},
+        "reservations": reservations,
+    }
+
+
+def _kafka() -> dict[str, Any]:
+    return {
+        "image": KAFKA_IMAGE,
+        "environment": {
+            "CLUSTER_ID": _KAFKA_CLUSTER_ID,
+            "KAFKA_NODE_ID": "1",
+            "KAFKA_PROCESS_ROLES": "broker,controller",
+            "KAFKA_LISTENERS": "PLAINTEXT://:9092,CONTROLLER://:9093",
+            "KAFKA_ADVERTISED_LISTENERS": f"PLAINTEXT://{_KAFKA_BOOTSTRAP}",
+            "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "KAFKA_CONTROLLER_LISTENER_NAMES": "CONTROLLER",
+            "KAFKA_INTER_BROKER_LISTENER_NAME": "PLAINTEXT",
+            "KAFKA_CONTROLLER_QUORUM_VOTERS": f"1@{KAFKA}:9093",
+            "KAFKA_LOG_DIRS": "/var/lib/kafka/data",
+            # One node: the internal topics cannot be replicated further.
+            "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR": "1",
+            "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR": "1",
+            "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR": "1",
+            # Each Trigger is a consumer group: no reason to wait 3 s before the first assignment.
+            "KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS": "0",
+        },
+        "volumes": ["kafka-data:/var/lib/kafka/data"],
+        "healthcheck": _healthcheck(
+            [
+                "CMD",
+                "/opt/kafka/bin/kafka-topics.sh",
+                "--bootstrap-server",
+                "localhost:9092",
+                "--list",
+            ],
+            start_period="30s",
+        )
+        | {"interval": "10s", "timeout": "10s"},
+    }
+
+
+def _redis() -> dict[str, Any]:
+    return {
+        "image": REDIS_IMAGE,
+        "command": ["redis-server", "--appendonly", "yes"],
+        "volumes": ["redis-data:/data"],
+        "healthcheck": _healthcheck(["CMD", "redis-cli", "ping"]),
+        "deploy": {"resources": _resources(sizing.REDIS)},
+    }
+
+
+def _dead_letters(options: RenderOptions, ingress: str) -> dict[str, Any]:
+    return {
+        **_from_image(options),
+        "command": ["dlq", "serve", "--host", "0.0.0.0", "--port", str(_PORT), "--store", "redis"],
+        "environment": {
+            "AGENTFN_REDIS_URL": _REDIS_URL,
+            "AGENTFN_BROKER_URL": ingress,
+            "AGENTFN_DLQ_ALERT_DEPTH": str(options.alert_depth),
+        },
+        "ports": [f"127.0.0.1:8081:{_PORT}"],
+        "healthcheck": _http_healthcheck(),
+        "depends_on": _healthy(REDIS),
+        "deploy": {"resources": _resources(sizing.DEAD_LETTERS)},
+    }
+
+
+def _broker(options: RenderOptions, agents: Iterable[str]) -> dict[str, Any]:
+    command = [
+        "broker",
+        "--kafka",
+        _KAFKA_BOOTSTRAP,
+        "--topic-replication",
+        "1",
+        "--triggers",
+        TRIGGERS_MOUNT,
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(_PORT),
+    ]
+    for name in [*agents, DEAD_LETTERS]:
+        command += ["--service", f"{name}=http://{name}:{_PORT}"]
+    return {
+        **_from_image(options),
+        "command": command,
+        "volumes": [
+            {"type": "bind", "source": _MANIFESTS, "target": TRIGGERS_MOUNT, "read_only": True}
+        ],
+        "ports": [f"127.0.0.1:8080:{_PORT}"],
+        "healthcheck": _http_healthcheck(),
+        # The sink first, so no Trigger gives up on an event into a sink not yet listening.
+        "depends_on": _healthy(KAFKA, DEAD_LETTERS),
+    }
+
+
+def _agent(item: DiscoveredAgent, options: RenderOptions, ingress: str) -> dict[str, Any]:
+    name = item.agent.spec.name
+    environment = {
+        "AGENTFN_AGENT": item.target,
+        "AGENTFN_BROKER_URL": ingress,
+        "AGENTFN_REDIS_URL": _REDIS_URL,
+    }
+    endpoint = otlp_endpoint(options.model_copy(update={"otel": "sidecar"}))
+    if options.otel != "off" and endpoint is not None:
+        environment["OTEL_EXPORTER_OTLP_ENDPOINT"] = endpoint
+        environment["OTEL_SERVICE_NAME"] = name
+    return {
+        **_from_image(options),
+        "command": ["serve"],
+        "environment": environment,
+        "healthcheck": _http_healthcheck(),
+        "depends_on": _healthy(BROKER, REDIS),
+        "deploy": {"resources": _resources(item.agent.spec.resources)},
+    }
+
+
+def _collector(agent: str, options: RenderOptions) -> dict[str, Any]:
+    """The cluster's sidecar container (:func:`collector_sidecar`) as a Compose service."""
+    container = collector_sidecar(options.model_copy(update={"otel": "sidecar"}))
+    assert container is not None
+    context = container["securityContext"]
+    return {
+        "image": container["image"],
+        "command": container["args"],
+        "environment": {item["name"]: item["value"] for item in container["env"]},
+        "network_mode": f"service:{agent}",
+        "configs": [{"source": _COLLECTOR_CONFIG, "target": _collector_config_path(container)}],
+        "user": str(context["runAsUser"]),
+        # Not read_only, unlike the cluster's: Compose copies an inline config into the
+        # container, which a read-only root refuses (docker/compose#12031).
+        "cap_drop": context["capabilities"]["drop"],
+        "security_opt": ["no-new-privileges:true"],
+        # restart: a recreated agent is a new network namespace, which the sidecar must rejoin.
+        "depends_on": {agent: {"condition": "service_started", "restart": True}},
+        "deploy": {"resources": _resources(sizing.COLLECTOR)},
+    }
+
+
+def _collector_config_path(container: dict[str, Any]) -> str:
+    """Where the sidecar's ``--config`` reads, in the mount the cluster gives its ConfigMap."""
+    (mount,) = container["volumeMounts"]
+    return f"{mount['mountPath']}/{COLLECTOR_CONFIG_KEY}"
+
+
+def _check_names(agents: list[DiscoveredAgent]) -> None:
+    names = [item.agent.spec.name for item in agents]
+    taken = set(_INFRA) | {collector_name(name) for name in names}
+    for item in agents:
+        spec = item.agent.spec
+        if spec.name in taken:
+            raise ValueError(f"agent {spec.name!r} ({item.target}) clashes with a Compose service")
+        if names.count(spec.name) > 1:
+            raise ValueError(f"two agents are named {spec.name!r}")
+        sink = spec.delivery.dead_letter_sink
+        if sink is not None and "://" not in sink and sink != DEAD_LETTERS:
+            raise ValueError(
+                f"agent {spec.name!r} sends dead letters to the Service {sink!r}, "
+                "which the Compose file has no service for"
+            )
+
+
+def compose_document(agents: Iterable[DiscoveredAgent], options: RenderOptions) -> dict[str, Any]:
+    """The ``compose.yaml`` document for ``agents``, in name order (see the module docstring).
+
+    Raises :class:`ValueError` when an agent's name clashes with another service, or an agent
+    names a dead-letter Service that Compose does not run.
+    """
+    ordered = sorted(agents, key=lambda item: item.agent.spec.name)
+    _check_names(ordered)
+    names = [item.agent.spec.name for item in ordered]
+    ingress = f"http://{BROKER}:{_PORT}/{options.namespace}/{options.broker}"
+    services: dict[str, Any] = {
+        KAFKA: _kafka(),
+        REDIS: _redis(),
+        DEAD_LETTERS: _dead_letters(options, ingress),
+        BROKER: _broker(options, names),
+    }
+    for item in ordered:
+        name = item.agent.spec.name
+        services[name] = _agent(item, options, ingress)
+        if options.otel != "off":
+            services[collector_name(name)] = _collector(name, options)
+    document: dict[str, Any] = {
+        "name": "agentfn",
+        "services": services,
+        "volumes": {"kafka-data": {}, "redis-data": {}},
+    }
+    if options.otel != "off":
+        sidecar = options.model_copy(update={"otel": "sidecar"})
+        document["configs"] = {_COLLECTOR_CONFIG: {"content": collector_config(sidecar)}}
+    return document
