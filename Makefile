@@ -16,7 +16,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 help:
 	@echo "make demo   run the demo (installs into $(VENV))"
 	@echo "make test   install everything, start what the tests need, run the suite"
-	@echo "make lint   ruff check, ruff format --check, mypy --strict"
+	@echo "make lint   ruff check, ruff format --check, mypy --strict, shellcheck, hadolint"
 	@echo "make bench  run the benchmarks in bench/"
 
 $(STAMP): pyproject.toml
@@ -50,6 +50,8 @@ lint: venv typecheck-tree
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/shellcheck -x scripts/*.sh
+	$(VENV)/bin/hadolint Dockerfile
 
 demo: venv
 	$(PY) scripts/demo.py
