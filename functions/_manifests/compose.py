@@ -17,15 +17,19 @@ and the broker, then the agents, then their collectors. The broker's ingress is 
 ``127.0.0.1:8080`` and the sink's API on ``127.0.0.1:8081`` (what ``agentfn dlq`` talks to by
 default), loopback only: nothing here asks for authentication.
 
-``--otel off`` drops the collectors and the ``OTEL_*`` variables; ``shared`` and ``sidecar``
-both give each agent its sidecar, which costs Compose no scheduling and keeps each agent's
-telemetry beside it. The collectors print what they receive (the ``debug`` exporter): point
-the config's exporter at a backend to keep it.
+What the cluster render already decides is taken from it, not repeated: every container's
+size (``deploy.resources``, from :func:`sizing.effective_size`, the LimitRange's defaults for
+what an agent leaves out), the Redis and collector images, and the collector's config and
+command (:mod:`observability`'s sidecar). ``--otel off`` drops the collectors and the
+``OTEL_*`` variables; ``shared`` and ``sidecar`` both give each agent its sidecar, which costs
+Compose no scheduling and keeps each agent's telemetry beside it. The collectors print what
+they receive (the ``debug`` exporter); the config says how to send it on to a backend.
 
 For the render CLI: ``compose_document(agents, options)`` returns one document, to be written
 as ``compose.yaml`` at the repository root, beside ``knative/`` (the broker mounts
 ``./knative``, so the Triggers must be rendered there with the same options). Its key order is
-the order to write (no key sorting); it is deterministic for a given set of agents.
+the order to write (no key sorting); it is deterministic for a given set of agents. Each
+agent's target must import inside the image, as on the cluster: a module the image installs.
 """
 
 from __future__ import annotations
