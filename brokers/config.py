@@ -1,8 +1,9 @@
 """Broker and Trigger objects read from the same YAML that is applied to Knative.
 
 Only ``eventing.knative.dev/v1`` ``Broker`` and ``Trigger`` documents are read; every other
-document in the file (Services, ConfigMaps, ...) is skipped, so one manifest serves both the
-cluster and the embedded broker. Errors name the document and the field.
+document in the file (Services, ConfigMaps, ...) is skipped, so one manifest, or the whole
+rendered ``knative/`` folder, serves both the cluster and the embedded broker. Errors name
+the document and the field.
 """
 
 from __future__ import annotations
@@ -294,10 +295,29 @@ def parse_documents(documents: Iterable[Any]) -> Topology:
     return Topology(brokers=brokers, triggers=tuple(triggers.values()))
 
 
+def _yaml_files(path: str | Path) -> list[Path]:
+    """``path`` itself, or a folder's ``*.yaml``/``*.yml`` files in name order."""
+    location = Path(path)
+    if not location.is_dir():
+        return [location]
+    files = sorted(
+        entry
+        for entry in location.iterdir()
+        if entry.suffix in (".yaml", ".yml") and entry.is_file()
+    )
+    if not files:
+        raise ConfigError(f"{path}: a folder without .yaml files")
+    return files
+
+
 def load_topology(paths: Iterable[str | Path]) -> Topology:
-    """Brokers and Triggers from YAML files (one or many documents each)."""
+    """Brokers and Triggers from YAML files (one or many documents each) or folders of them.
+
+    A folder is read as ``kubectl apply -f`` reads one: its ``*.yaml`` and ``*.yml`` files (not
+    its subfolders), in name order; what is not a Broker or a Trigger is skipped.
+    """
     documents: list[Any] = []
-    for path in paths:
+    for path in (file for given in paths for file in _yaml_files(given)):
         try:
             with open(path, encoding="utf-8") as handle:
                 documents.extend(yaml.safe_load_all(handle))

@@ -10,9 +10,14 @@ passes the result down; no other module of :mod:`functions` reads these variable
     handlers see the client as ``ctx.redis``.
 ``AGENTFN_REDIS_TIMEOUT_S`` (2)
     Socket timeout of Redis calls: during an outage an event is answered 503 within this.
-``AGENTFN_BROKER_URL`` (unset)
+``AGENTFN_BROKER_URL`` (unset), else ``K_SINK``
     Broker ingress, e.g. ``http://localhost:8080/default/default``: where fan-out lists and
-    ``ctx.publish`` send events.
+    ``ctx.publish`` send events. On Knative the rendered SinkBinding sets ``K_SINK`` to the
+    Broker's address in every agent's pod, so the variable is needed only to override it.
+``AGENTFN_AGENT`` (unset)
+    The agent ``agentfn serve`` serves when given no TARGET (``module:attribute``, as the
+    argument): one image runs every agent, each Knative Service naming its own. Read by the
+    command, not by :class:`Settings`.
 ``AGENTFN_IDEMPOTENCY`` (auto)
     ``auto`` (Redis when a URL is set, else embedded), ``embedded``, ``redis`` or ``off``.
 ``AGENTFN_IDEMPOTENCY_TTL_S`` (86400)
@@ -65,12 +70,18 @@ IdempotencyMode = Literal["auto", "embedded", "redis", "off"]
 class Settings(BaseSettings):
     """The runtime's configuration (see the module docstring for the variables)."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
+    # populate_by_name: ``Settings(broker_url=...)`` by name, while the environment is read
+    # only under the aliases (never a bare BROKER_URL).
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, frozen=True, extra="ignore", populate_by_name=True
+    )
 
     port: int = Field(default=8080, ge=1, le=65535, validation_alias=AliasChoices("PORT", "port"))
     redis_url: str | None = None
     redis_timeout_s: float = Field(default=2.0, gt=0)
-    broker_url: str | None = None
+    broker_url: str | None = Field(
+        default=None, validation_alias=AliasChoices(f"{ENV_PREFIX}BROKER_URL", "K_SINK")
+    )
     idempotency: IdempotencyMode = "auto"
     idempotency_ttl_s: float = Field(default=86_400.0, gt=0)
     idempotency_lease_s: float = Field(default=60.0, gt=0)

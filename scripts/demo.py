@@ -1,8 +1,9 @@
 """The agentfn demo: reference agents as a chain through the embedded broker, shown as it happens.
 
 `make demo` runs this. It starts `agentfn dev` (the embedded broker, the four reference agents
-and the demo's library agent, routed by knative/triggers.yaml, the same YAML a cluster gets,
-plus the library's Trigger; and its dead-letter sink) and a "reports" sink in this process, then:
+and the demo's library agent, routed by knative/, the manifests `agentfn render` writes and a
+cluster gets, plus the demo's own Triggers: the library agent's, made by the same code, and one
+for the "reports" sink; and its dead-letter sink) and the "reports" sink in this process, then:
 
 1. submits a document: planner fans out chunks, workers analyse them, the aggregator joins the
    results into a report;
@@ -43,13 +44,37 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from agentfn.events import CloudEvent, from_http, to_binary  # noqa: E402
-from agentfn.functions._knative import trigger_documents  # noqa: E402
+from agentfn.functions._knative import BROKER_DELIVERY, trigger_documents  # noqa: E402
+from agentfn.functions.agents.planner import agent as planner  # noqa: E402
 
 # This folder (scripts/) is on sys.path: the demo's own agent lives beside it.
 from demo_library import DOCUMENT_STORED, LIBRARY  # noqa: E402
 from demo_library import agent as library_agent  # noqa: E402
 
 console = Console(width=120, highlight=False)
+
+#: The planner's Trigger as knative/triggers.yaml names it (<agent>-<type>).
+PLANNER_TRIGGER = trigger_documents(planner.spec)[0]["metadata"]["name"]
+#: Not an agent, so not in knative/: the demo's sink of what the chain ends with.
+REPORTS_TRIGGER = {
+    "apiVersion": "eventing.knative.dev/v1",
+    "kind": "Trigger",
+    "metadata": {"name": "reports", "namespace": "default"},
+    "spec": {
+        "broker": "default",
+        "filters": [
+            {
+                "any": [
+                    {"exact": {"type": "agentfn.report.ready"}},
+                    {"exact": {"type": "agentfn.flaky.completed"}},
+                ]
+            }
+        ],
+        "subscriber": {
+            "ref": {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "reports"}
+        },
+    },
+}
 
 
 def free_port() -> int:
@@ -174,16 +199,19 @@ async def main() -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="agentfn-demo-"))
     library = str(data_dir / "library")
     os.mkdir(library)
-    library_triggers = data_dir / "library-triggers.yaml"
-    library_triggers.write_text(
-        yaml.safe_dump_all(trigger_documents(library_agent.spec)), encoding="utf-8"
+    demo_triggers = data_dir / "demo-triggers.yaml"
+    library_triggers = trigger_documents(
+        library_agent.spec, namespace="default", dead_letter_sink="dead-letters",
+        defaults=BROKER_DELIVERY,
+    )  # fmt: skip
+    demo_triggers.write_text(
+        yaml.safe_dump_all([*library_triggers, REPORTS_TRIGGER]), encoding="utf-8"
     )
     dev = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "agentfn.functions.cli", "dev",
         "agentfn.functions.agents", str(ROOT / "scripts" / "demo_library.py"),
         "--port", str(port), "--dlq-port", str(dlq_port), "--data-dir", str(data_dir / "dev"),
-        "--triggers", str(ROOT / "knative" / "triggers.yaml"),
-        "--triggers", str(library_triggers),
+        "--triggers", str(ROOT / "knative"), "--triggers", str(demo_triggers),
         "--service", f"reports=http://127.0.0.1:{reports.port}/",
         cwd=ROOT, env={**os.environ, "COLUMNS": "120", "PYTHONUNBUFFERED": "1", LIBRARY: library},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
@@ -233,7 +261,7 @@ async def main() -> None:
                 session,
                 metrics,
                 "broker_filter_event_count",
-                trigger_name="planner",
+                trigger_name=PLANNER_TRIGGER,
                 response_code_class="2xx",
             )
             accepted = await counter(session, metrics, "broker_ingress_event_count")
@@ -244,7 +272,7 @@ async def main() -> None:
                     session,
                     metrics,
                     "broker_filter_event_count",
-                    trigger_name="planner",
+                    trigger_name=PLANNER_TRIGGER,
                     response_code_class="2xx",
                 )
                 return now > answered

@@ -1,8 +1,10 @@
-"""The manifests in knative/ against the real CRD schemas of Knative Eventing.
+"""The eventing objects in knative/ against the real CRD schemas of Knative Eventing.
 
 No cluster runs where this project is built, so `kubectl apply --dry-run=server` is out of
 reach; the CRDs' openAPIV3Schema (from ../shared/spec) is what the API server would check.
 The Triggers that `agentfn dev` generates from agent declarations are checked the same way.
+(tests/deploy/ checks every other rendered object, and that knative/ is what `agentfn render`
+writes.)
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import jsonschema
 import pytest
 import yaml
 from agentfn.brokers.config import load_topology
-from agentfn.functions._knative import trigger_documents
+from agentfn.functions._knative import BROKER_DELIVERY, trigger_documents
 from agentfn.functions._loader import discover_agents
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -44,8 +46,8 @@ def eventing_documents() -> list[dict[str, Any]]:
 
 def test_knative_manifests_hold_eventing_objects() -> None:
     kinds = [d["kind"] for d in eventing_documents()]
-    assert "Broker" in kinds
-    assert kinds.count("Trigger") >= 5
+    assert kinds.count("Broker") == 1
+    assert kinds.count("Trigger") == 4  # one per reference agent: each consumes one type
 
 
 @pytest.mark.parametrize(
@@ -72,9 +74,14 @@ def test_schema_check_catches_a_wrong_field_type(shared_spec: Path) -> None:
 
 
 def test_the_embedded_broker_reads_the_same_manifests() -> None:
-    topology = load_topology(sorted((PROJECT / "knative").glob("*.yaml")))
-    names = {t.name for t in topology.triggers}
-    assert {"planner", "worker", "aggregator", "flaky", "reports"} <= names
+    topology = load_topology([PROJECT / "knative"])  # the folder, as `--triggers knative/`
+    assert {t.name for t in topology.triggers} == {
+        "planner-agentfn-task-submitted",
+        "worker-agentfn-work-requested",
+        "aggregator-agentfn-work-completed",
+        "flaky-agentfn-flaky-requested",
+    }
+    assert list(topology.brokers) == [("default", "default")]
 
 
 def test_generated_triggers_of_the_reference_agents_are_valid(shared_spec: Path) -> None:
@@ -82,8 +89,11 @@ def test_generated_triggers_of_the_reference_agents_are_valid(shared_spec: Path)
     assert errors == []
     assert {a.agent.spec.name for a in agents} == {"planner", "worker", "aggregator", "flaky"}
     for found in agents:
-        for document in trigger_documents(found.agent.spec, dead_letter_sink="dead-letters"):
-            validate(shared_spec, document)
+        for defaults in (None, BROKER_DELIVERY):  # as the agents declare them, and complete
+            for document in trigger_documents(
+                found.agent.spec, dead_letter_sink="dead-letters", defaults=defaults
+            ):
+                validate(shared_spec, document)
 
 
 def test_every_dead_letter_sink_path_names_where_the_letter_came_from() -> None:

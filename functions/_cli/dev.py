@@ -1,8 +1,9 @@
 """``agentfn dev``: the embedded broker and every agent, on one machine, with no server to install.
 
 Each agent runs in its own process (``agentfn serve``), as each runs in its own Knative Service;
-the broker runs in this one. Triggers come from ``--triggers`` files (the YAML you apply to
-Knative) or, without them, from the agents' own declarations. Agents publish fan-out events to
+the broker runs in this one. Triggers come from ``--triggers`` files or folders (the YAML you
+apply to Knative: ``--triggers knative/``) or, without them, from the agents' own declarations,
+made by the code that renders ``knative/``. Agents publish fan-out events to
 the broker's ingress over HTTP (``AGENTFN_BROKER_URL``), never by import.
 
 ``--in-process`` hosts the agents in the broker's process instead: a Trigger whose subscriber
@@ -46,8 +47,9 @@ from agentfn.brokers.settings import BrokerSettings
 from agentfn.functions._asgi import AgentApp
 from agentfn.functions._cli._process import stop_on_signals, tune_gc_for_serving
 from agentfn.functions._cli.broker import parse_services
-from agentfn.functions._knative import trigger_documents
+from agentfn.functions._knative import BROKER_DELIVERY, trigger_documents
 from agentfn.functions._loader import DiscoveredAgent, discover_agents
+from agentfn.functions._manifests._meta import DEAD_LETTERS
 from agentfn.functions.settings import Settings
 from rich.console import Console
 from rich.table import Table
@@ -58,8 +60,6 @@ console = Console(highlight=False)
 
 _COLOURS = itertools.cycle(["cyan", "magenta", "green", "yellow", "blue", "bright_red"])
 
-#: The Knative Service name of the dead-letter sink (knative/triggers.yaml refers to it).
-DEAD_LETTERS: Final = "dead-letters"
 #: Where ``agentfn dlq`` looks by default: keep the two in step.
 DEFAULT_DLQ_PORT: Final = 8081
 
@@ -207,9 +207,14 @@ async def _run(
         if trigger_files:
             topology = load_topology(trigger_files)
         else:
+            # The Triggers `agentfn render` writes for these agents: complete delivery, dead
+            # letters to the `dead-letters` Service (the sink started above, or --service).
+            default_sink = dead_letter_sink or (DEAD_LETTERS if dlq_port is not None else None)
             for found in agents:
                 documents.extend(
-                    trigger_documents(found.agent.spec, dead_letter_sink=dead_letter_sink)
+                    trigger_documents(
+                        found.agent.spec, dead_letter_sink=default_sink, defaults=BROKER_DELIVERY
+                    )
                 )
             topology = parse_documents(documents)
         if dlq_port is not None:
@@ -282,7 +287,10 @@ def dev(
     data_dir: Annotated[Path, typer.Option(help="Embedded event log")] = Path(".data/dev"),
     triggers: Annotated[
         list[Path] | None,
-        typer.Option("--triggers", help="Trigger YAML to route by (default: from the agents)"),
+        typer.Option(
+            "--triggers",
+            help="Trigger YAML file or folder (knative/) to route by (default: from the agents)",
+        ),
     ] = None,
     service: Annotated[
         list[str] | None, typer.Option("--service", help="NAME=URL of other subscribers")

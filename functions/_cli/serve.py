@@ -13,7 +13,12 @@ from agentfn.functions._loader import load_agent
 from agentfn.functions.settings import Settings
 
 _Target = Annotated[
-    str, typer.Argument(help="MODULE:AGENT (dotted module or .py file; AGENT defaults to 'agent')")
+    str | None,
+    typer.Argument(
+        help="MODULE:AGENT (dotted module or .py file; AGENT defaults to 'agent') "
+        "[default: $AGENTFN_AGENT]",
+        show_default=False,
+    ),
 ]
 _Port = Annotated[int | None, typer.Option(help="Port to listen on (default: $PORT, else 8080)")]
 _Host = Annotated[str, typer.Option(help="Interface to bind")]
@@ -33,13 +38,17 @@ _Broker = Annotated[
 
 
 def serve(
-    target: _Target,
+    target: _Target = None,
     port: _Port = None,
     host: _Host = "0.0.0.0",
     redis: _Redis = None,
     broker: _Broker = None,
 ) -> None:
     """Serve one agent: POST CloudEvents to it; GET /healthz, /readyz, /metrics."""
+    # One image runs every agent: each Knative Service names its own in AGENTFN_AGENT.
+    target = target or os.environ.get("AGENTFN_AGENT")
+    if not target:
+        raise typer.BadParameter("give a TARGET or set AGENTFN_AGENT", param_hint="TARGET")
     # Like uvicorn's --app-dir: the user's modules live where the command runs.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())

@@ -704,9 +704,32 @@ def test_load_topology_missing_file(tmp_path: Path) -> None:
         load_topology([path])
 
 
-def test_load_topology_directory_is_a_config_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=rf"^{re.escape(str(tmp_path))}: Is a directory$"):
+def test_load_topology_folder_without_yaml_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("not YAML", encoding="utf-8")
+    with pytest.raises(
+        ConfigError, match=rf"^{re.escape(str(tmp_path))}: a folder without \.yaml files$"
+    ):
         load_topology([tmp_path])
+
+
+def test_load_topology_reads_a_folder_as_kubectl_apply_does(tmp_path: Path) -> None:
+    # Its *.yaml and *.yml files in name order, not its subfolders; other kinds are skipped.
+    (tmp_path / "b.yml").write_text(yaml.safe_dump(trigger_doc("second")), encoding="utf-8")
+    (tmp_path / "a.yaml").write_text(
+        yaml.safe_dump_all(
+            [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}},
+             trigger_doc("first")]
+        ),
+        encoding="utf-8",
+    )  # fmt: skip
+    (tmp_path / "c.txt").write_text(yaml.safe_dump(trigger_doc("not-yaml")), encoding="utf-8")
+    nested = tmp_path / "nested"
+    nested.mkdir()
+    (nested / "d.yaml").write_text(yaml.safe_dump(trigger_doc("nested")), encoding="utf-8")
+
+    topology = load_topology([tmp_path])
+
+    assert [t.name for t in topology.triggers] == ["first", "second"]
 
 
 def test_load_topology_reports_document_errors(tmp_path: Path) -> None:

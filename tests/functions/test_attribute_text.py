@@ -57,8 +57,7 @@ def flagger(handled: list[Any]) -> Agent:
 def test_the_handler_and_the_trigger_read_a_boolean_as_true() -> None:
     (handler,) = flagger([]).spec.handlers
     (document,) = trigger_documents(flagger([]).spec)
-    attributes = document["spec"]["filter"]
-    trigger_filter = compile_filter(attributes, None)
+    trigger_filter = compile_filter(None, document["spec"]["filters"])
     for value in (True, "true"):
         event = {"type": "t.order", "urgent": value}
         assert trigger_filter(event), value
