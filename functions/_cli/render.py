@@ -41,6 +41,9 @@ def find_agents(targets: list[str]) -> list[DiscoveredAgent]:
 
 
 def _summary(documents: list[dict[str, Any]]) -> str:
+    """The kinds in a file (``4 Service, SinkBinding``); a Compose file's services."""
+    if len(documents) == 1 and "kind" not in documents[0]:
+        return f"{len(documents[0].get('services') or {})} Compose services"
     kinds = Counter(str(document.get("kind")) for document in documents)
     return ", ".join(f"{n} {kind}" if n > 1 else kind for kind, n in kinds.items())
 

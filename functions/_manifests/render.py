@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import yaml
-from agentfn.functions._manifests._pending import part
+from agentfn.functions._manifests.compose import compose_document
 from agentfn.functions._manifests.deadletters import deadletters_documents
 from agentfn.functions._manifests.eventing import broker_documents, triggers_documents
 from agentfn.functions._manifests.namespace import namespace_documents
@@ -81,11 +81,7 @@ def render(agents: Iterable[DiscoveredAgent], options: RenderOptions) -> Rendere
 
 def render_compose(agents: Iterable[DiscoveredAgent], options: RenderOptions) -> Rendered:
     """``compose.yaml``: the same agents for Docker without Kubernetes."""
-    compose = part("compose", "compose_document")
-    if compose is None:
-        raise ValueError("this build has no Compose renderer")
-    document: dict[str, Any] = compose(_checked(agents), options)
-    return {COMPOSE_FILE: [document]}
+    return {COMPOSE_FILE: [compose_document(_checked(agents), options)]}
 
 
 def command_line(targets: Sequence[str], options: RenderOptions, *, compose: bool = False) -> str:
