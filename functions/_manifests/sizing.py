@@ -127,15 +127,18 @@ def format_cpu(cores: Fraction) -> str:
 
 
 def format_memory(size: Fraction) -> str:
-    """Canonical bytes: the largest binary then decimal suffix that is exact, else bytes."""
+    """Canonical bytes: the exact suffix giving the smallest number, else plain bytes."""
     whole = math.ceil(size)
     if whole == 0:
         return "0"
-    for suffix in (*_BINARY, *_DECIMAL):
-        unit = _SUFFIXES[suffix]
-        if whole % unit == 0:
-            return f"{whole // unit}{suffix}"
-    return str(whole)
+    # The shortest exact form; binary first on a tie (1Gi, 2G, 1536Mi, 1268435456).
+    exact = [
+        (whole // _SUFFIXES[suffix], suffix)
+        for suffix in (*_BINARY, *_DECIMAL)
+        if whole % _SUFFIXES[suffix] == 0
+    ]
+    count, suffix = min(exact, key=lambda pair: pair[0], default=(whole, ""))
+    return f"{count}{suffix}"
 
 
 @dataclass(frozen=True, slots=True)
