@@ -1,0 +1,159 @@
+"""``agentfn deploy``: render the agents' manifests, then ``kubectl apply`` them.
+
+kubectl does the applying (no Kubernetes client library here): it already knows the user's
+kubeconfig, contexts, credential plugins and server-side dry runs. The files are applied one
+``kubectl apply -f FILE`` at a time in the order the render lists them (the Namespace, then the
+Secrets and ConfigMaps, then what refers to them), where ``kubectl apply -f DIR`` would go
+alphabetically: the agents before their namespace.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from agentfn.functions._cli.render import DEFAULT_TARGETS, find_agents
+from agentfn.functions._manifests.options import DEFAULT_IMAGE, Otel, Profile, RenderOptions
+from agentfn.functions._manifests.render import header, render, write
+from pydantic import ValidationError
+
+__all__ = ["DryRun", "deploy"]
+
+_DEFAULTS = RenderOptions()
+
+#: Where the error for a missing kubectl sends the reader.
+_BY_HAND = "install it or use --out DIR and apply by hand, see README (Deploy to Knative)"
+
+
+class DryRun(StrEnum):
+    """``kubectl apply --dry-run``: ``client`` checks locally, ``server`` asks the API server."""
+
+    client = "client"
+    server = "server"
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(2)
+
+
+def _show(argv: Sequence[str]) -> None:
+    typer.echo(f"$ {shlex.join(argv)}", err=True)
+
+
+def _kubectl(kubectl: str) -> str:
+    """The kubectl to run, as a path; exit 2 when there is none."""
+    found = shutil.which(kubectl)
+    if found is None:
+        raise _fail(f"{kubectl} not found: {_BY_HAND}")
+    return found
+
+
+def _current_context(kubectl: str) -> str:
+    """kubectl's current context; exit 2 when it has none (nothing to apply to)."""
+    argv = [kubectl, "config", "current-context"]
+    _show(argv)
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    context = done.stdout.strip()
+    if done.returncode != 0 or not context:
+        reason = done.stderr.strip() or "it printed none"
+        raise _fail(
+            f"kubectl has no current context ({reason}): choose one with "
+            "`kubectl config use-context NAME` (scripts/kind-up.sh makes kind-agentfn)"
+        )
+    return context
+
+
+def _apply(kubectl: str, files: Sequence[Path], dry_run: DryRun | None) -> None:
+    for file in files:
+        argv = [kubectl, "apply"]
+        if dry_run is not None:
+            argv.append(f"--dry-run={dry_run.value}")
+        argv += ["-f", str(file)]
+        _show(argv)
+        code = subprocess.run(argv, check=False).returncode
+        if code != 0:
+            typer.echo(f"error: kubectl apply failed on {file.name} (exit {code})", err=True)
+            raise typer.Exit(code)
+
+
+def deploy(
+    targets: Annotated[
+        list[str] | None,
+        typer.Argument(help="Agents: MODULE[:AGENT], package, .py file or folder"),
+    ] = None,
+    namespace: Annotated[str, typer.Option(help="Namespace of every object")] = (
+        _DEFAULTS.namespace
+    ),
+    image: Annotated[str, typer.Option(help="The image every agent runs")] = DEFAULT_IMAGE,
+    broker: Annotated[str, typer.Option(help="Name of the Kafka-backed Broker")] = (
+        _DEFAULTS.broker
+    ),
+    kafka_bootstrap: Annotated[
+        str, typer.Option(help="bootstrap.servers of the Broker's Kafka")
+    ] = _DEFAULTS.kafka_bootstrap,
+    profile: Annotated[
+        Profile,
+        typer.Option(help="local: Redis in the namespace, replication 1; prod: replication 3"),
+    ] = _DEFAULTS.profile,
+    otel: Annotated[
+        Otel,
+        typer.Option(help="OpenTelemetry Collector: one shared, a sidecar per agent, or none"),
+    ] = _DEFAULTS.otel,
+    alert_depth: Annotated[
+        int,
+        typer.Option(help="Waiting dead letters of one Trigger that raise the alert", min=0),
+    ] = _DEFAULTS.alert_depth,
+    dry_run: Annotated[
+        DryRun | None,
+        typer.Option("--dry-run", help="kubectl apply --dry-run=client|server: change nothing"),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(metavar="DIR", help="Keep the rendered files here [default: a temporary dir]"),
+    ] = None,
+    kubectl: Annotated[str, typer.Option(help="The kubectl to run: a name on PATH or a path")] = (
+        "kubectl"
+    ),
+) -> None:
+    """Render the agents' manifests (as `agentfn render` does) and kubectl apply them.
+
+    The files are applied in the render's order, namespace first, to kubectl's current
+    context; every command is printed before it runs. With --out DIR the files stay there
+    (written before kubectl is looked for), for review or to apply by hand.
+    """
+    names = list(targets or DEFAULT_TARGETS)
+    try:
+        options = RenderOptions(
+            namespace=namespace,
+            image=image,
+            broker=broker,
+            kafka_bootstrap=kafka_bootstrap,
+            profile=profile,
+            otel=otel,
+            alert_depth=alert_depth,
+        )
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+        raise _fail(problems) from None
+    agents = find_agents(names)
+    try:
+        rendered = render(agents, options)
+    except ValueError as error:
+        raise _fail(str(error)) from None
+    with tempfile.TemporaryDirectory(prefix="agentfn-deploy-") as scratch:
+        folder = out if out is not None else Path(scratch)
+        files = write(rendered, folder, header(names, options))
+        typer.echo(f"rendered {', '.join(path.name for path in files)} into {folder}", err=True)
+        program = _kubectl(kubectl)
+        context = _current_context(program)
+        verb = f"dry run ({dry_run.value}) against" if dry_run is not None else "applying to"
+        typer.echo(f"{verb} context {context}", err=True)
+        _apply(program, files, dry_run)
