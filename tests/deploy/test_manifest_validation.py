@@ -15,7 +15,8 @@ reach. What stands in for it:
   spells them; Knative autoscaling annotations known and well-valued; one container port, named
   ``http1`` or ``h2c``; every Trigger's delivery complete with a dead-letter sink in the render;
   every reference (Destination, ConfigMap, Secret and their keys, volume, selector, in-cluster
-  URL) resolving inside the render; the ResourceQuota covering every pod at its largest.
+  URL) resolving inside the render; the ResourceQuota covering every pod at its largest; every
+  pod passing the Pod Security level the Namespace enforces.
 
 Rendered: the reference agents, for both profiles and the three collector modes, and once in
 another namespace and broker, so nothing is tied to ``default``.
@@ -760,6 +761,59 @@ def reference_problems(documents: Sequence[Document]) -> list[str]:
     return problems
 
 
+# --- pod security ------------------------------------------------------------------------
+
+#: Capabilities the ``baseline`` Pod Security level lets a container add.
+_BASELINE_CAPABILITIES = {
+    "AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD",
+    "NET_BIND_SERVICE", "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT",
+}  # fmt: skip
+
+
+def pod_security_problems(documents: Sequence[Document]) -> list[str]:
+    """Every pod passes the Pod Security level the rendered Namespace enforces (baseline).
+
+    A pod that fails it is refused at creation, long after ``kubectl apply`` said yes.
+    """
+    namespaces = [d for d in documents if d["kind"] == "Namespace"]
+    level = {
+        (ns["metadata"].get("labels") or {}).get("pod-security.kubernetes.io/enforce")
+        for ns in namespaces
+    }
+    problems = [] if level == {"baseline"} else [f"Namespaces enforce {level}, not baseline"]
+    for document, _, pod in _pods(documents):
+        what = f"{document['kind']}/{document['metadata']['name']}"
+        problems += [
+            f"{what}: {field}" for field in ("hostNetwork", "hostPID", "hostIPC") if pod.get(field)
+        ]
+        problems += [
+            f"{what}: hostPath volume {v['name']}"
+            for v in pod.get("volumes", [])
+            if "hostPath" in v
+        ]
+        contexts = [("pod", pod.get("securityContext") or {})]
+        for container in _containers(pod):
+            name = container.get("name", "?")
+            context = container.get("securityContext") or {}
+            contexts.append((name, context))
+            if context.get("privileged"):
+                problems.append(f"{what}/{name}: privileged")
+            added = set((context.get("capabilities") or {}).get("add", [])) - _BASELINE_CAPABILITIES
+            if added:
+                problems.append(f"{what}/{name}: adds capabilities {sorted(added)}")
+            problems += [
+                f"{what}/{name}: hostPort {port['hostPort']}"
+                for port in container.get("ports", [])
+                if port.get("hostPort")
+            ]
+        problems += [
+            f"{what}/{name}: seccomp Unconfined"
+            for name, context in contexts
+            if (context.get("seccompProfile") or {}).get("type") == "Unconfined"
+        ]
+    return problems
+
+
 # --- the quota ---------------------------------------------------------------------------
 
 
@@ -914,6 +968,11 @@ def test_every_reference_resolves_inside_the_render(options: RenderOptions) -> N
 @pytest.mark.parametrize("options", RENDERS, ids=render_id)
 def test_the_quota_covers_every_pod_at_its_most(options: RenderOptions) -> None:
     assert quota_problems(documents_of(options)) == []
+
+
+@pytest.mark.parametrize("options", RENDERS, ids=render_id)
+def test_every_pod_passes_the_enforced_pod_security_level(options: RenderOptions) -> None:
+    assert pod_security_problems(documents_of(options)) == []
 
 
 # --- each check catches a broken copy ------------------------------------------------------
@@ -1171,6 +1230,31 @@ BREAKS: dict[str, tuple[Callable[[list[Document]], list[str]], RenderOptions, Br
             find(ds, "Service", "otel-collector", "v1")["spec"]["ports"][0], "targetPort", "otlp"
         ),
         "targetPort 'otlp' is no port of its pods",
+    ),
+    # pod security
+    "host-network": (
+        pod_security_problems,
+        RenderOptions(),
+        lambda ds: _set(
+            find(ds, "Deployment", "redis")["spec"]["template"]["spec"], "hostNetwork", True
+        ),
+        "Deployment/redis: hostNetwork",
+    ),
+    "added-capability": (
+        pod_security_problems,
+        LOCAL_SIDECAR,
+        lambda ds: _set(
+            _knative(ds, "planner")["spec"]["template"]["spec"]["containers"][1],
+            "securityContext",
+            {"capabilities": {"add": ["NET_ADMIN"]}},
+        ),
+        "adds capabilities ['NET_ADMIN']",
+    ),
+    "privileged": (
+        pod_security_problems,
+        RenderOptions(),
+        lambda ds: _set(_serving(ds, "worker"), "securityContext", {"privileged": True}),
+        "worker/agent: privileged",
     ),
     # quota
     "max-scale-raised": (
