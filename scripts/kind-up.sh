@@ -217,10 +217,15 @@ kubectl_ctx apply --server-side --force-conflicts -f "$kserve/kserve-cluster-res
 kubectl_ctx patch configmap/inferenceservice-config -n kserve --type merge \
     -p '{"data":{"deploy":"{\"defaultDeploymentMode\":\"Serverless\"}"}}'
 
-# --- the PrometheusRule CRD (the dead-letters alert) -----------------------------------------
-log "PrometheusRule CRD (prometheus-operator $PROMETHEUS_OPERATOR_VERSION)"
-kubectl_ctx apply --server-side --force-conflicts -f \
-    "https://raw.githubusercontent.com/prometheus-operator/prometheus-operator/$PROMETHEUS_OPERATOR_VERSION/example/prometheus-operator-crd/monitoring.coreos.com_prometheusrules.yaml"
-wait_crds prometheusrules.monitoring.coreos.com
+# --- prometheus-operator's CRDs that the render uses ---------------------------------------
+# The dead-letters sink's PodMonitor and PrometheusRule apply as they would in production; no
+# operator or Prometheus runs on kind to act on them.
+log "PodMonitor and PrometheusRule CRDs (prometheus-operator $PROMETHEUS_OPERATOR_VERSION)"
+monitoring=https://raw.githubusercontent.com/prometheus-operator/prometheus-operator/$PROMETHEUS_OPERATOR_VERSION/example/prometheus-operator-crd
+for plural in podmonitors prometheusrules; do
+    kubectl_ctx apply --server-side --force-conflicts -f \
+        "$monitoring/monitoring.coreos.com_$plural.yaml"
+done
+wait_crds podmonitors.monitoring.coreos.com prometheusrules.monitoring.coreos.com
 
 log "cluster $CLUSTER_NAME is ready (context $KUBE_CONTEXT); next: scripts/deploy.sh"

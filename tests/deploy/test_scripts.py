@@ -295,6 +295,46 @@ def test_kind_up_runs_the_kafka_cluster_the_render_points_at(bare_bin: Path) -> 
     assert [c["data"]["default.topic.replication.factor"] for c in configs] == ["1"]
 
 
+def test_kind_up_installs_every_api_the_render_uses(bare_bin: Path) -> None:
+    """Each kind the render makes for any --otel and --profile is built in or installed."""
+    pinned = versions()
+    run = dry_run("kind-up.sh", bare_bin)
+    urls = applied_urls(run)
+    waited = {word for c in run.kubectl("wait") for word in c.argv if word.startswith("crd/")}
+    # Where each API group's CRDs come from, as kind-up.sh applies them.
+    installers = {
+        "serving.knative.dev": "/serving-crds.yaml",
+        "eventing.knative.dev": "/eventing-crds.yaml",
+        "sources.knative.dev": "/eventing-crds.yaml",
+    }
+    agents = find_agents(list(DEFAULT_TARGETS))
+    used: set[tuple[str, str]] = set()
+    for otel in ("shared", "sidecar", "off"):
+        for profile in ("local", "prod"):
+            rendered = render(agents, RenderOptions(otel=otel, profile=profile))
+            used |= {
+                (document["apiVersion"], document["kind"])
+                for documents in rendered.values()
+                for document in documents
+            }
+    for api_version, kind in sorted(used):
+        group, _, version = api_version.rpartition("/")
+        if group in {"", "apps", "policy", "autoscaling"}:
+            continue  # built into Kubernetes
+        if group == "monitoring.coreos.com":
+            plural = f"{kind.lower()}s"
+            assert any(
+                url.endswith(f"/monitoring.coreos.com_{plural}.yaml")
+                and f"/{pinned['PROMETHEUS_OPERATOR_VERSION']}/" in url
+                for url in urls
+            ), f"{kind}: its CRD is not applied"
+            assert f"crd/{plural}.{group}" in waited
+            continue
+        assert group in installers, f"{api_version} {kind}: nothing installs it"
+        assert any(url.endswith(installers[group]) for url in urls), f"{kind}: not installed"
+        assert version == "v1"
+
+
 def test_kind_up_waits_for_each_part_with_a_deadline(bare_bin: Path) -> None:
     run = dry_run("kind-up.sh", bare_bin)
     waits = run.kubectl("wait")
