@@ -28,6 +28,7 @@ from agentfn.brokers.config import load_topology
 from agentfn.brokers.server import resolve_destination
 from agentfn.functions import Agent, Delivery, Resources
 from agentfn.functions._cli.broker import parse_services
+from agentfn.functions._cli.render import DEFAULT_TARGETS
 from agentfn.functions._loader import DiscoveredAgent, discover_agents
 from agentfn.functions._manifests.compose import (
     BROKER,
@@ -40,6 +41,7 @@ from agentfn.functions._manifests.compose import (
 )
 from agentfn.functions._manifests.options import RenderOptions
 from agentfn.functions._manifests.redis import REDIS_IMAGE
+from agentfn.functions._manifests.render import header, render_compose, write
 from agentfn.functions.cli import app
 from pydantic import BaseModel
 from typer.testing import CliRunner
@@ -263,13 +265,22 @@ def test_schema_check_catches_a_broken_document(
     assert any(error.startswith("services/redis/healthcheck/test") for error in errors), errors
 
 
-def test_committed_compose_yaml_is_the_render_of_the_reference_agents(
-    compose_schema: jsonschema.Draft7Validator,
+def test_committed_compose_yaml_is_what_agentfn_render_compose_writes(
+    compose_schema: jsonschema.Draft7Validator, tmp_path: Path
 ) -> None:
     assert COMPOSE_FILE.is_file(), "compose.yaml is missing: run agentfn render --compose"
+    options = RenderOptions()
+    written = write(
+        render_compose(reference_agents(), options),
+        tmp_path,
+        header(list(DEFAULT_TARGETS), options, compose=True),
+    )
+    assert [path.name for path in written] == ["compose.yaml"]
+    assert COMPOSE_FILE.read_bytes() == written[0].read_bytes(), (
+        "compose.yaml differs from the render: run agentfn render --compose"
+    )
     committed = yaml.safe_load(COMPOSE_FILE.read_text())
     assert schema_errors(compose_schema, committed) == []
-    assert committed == compose_document(reference_agents(), RenderOptions())
     assert all_problems(committed, names_of(reference_agents())) == []
 
 
