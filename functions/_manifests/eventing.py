@@ -157,7 +157,8 @@ def trigger_documents(
         for event_type in handler.event_types:
             name = _name(spec.name, event_type)
             if name in names:  # another handler of this agent takes the type, other filters
-                name = _name(spec.name, event_type, handler.name)
+                # The handler's own name, not its qualified one (<locals> and all).
+                name = _name(spec.name, event_type, handler.name.rsplit(".", 1)[-1])
             names.append(name)
             meta: dict[str, Any] = {"name": name}
             if namespace is not None:
