@@ -51,7 +51,10 @@ def broker(
     ),
     triggers: Annotated[
         list[Path] | None,
-        typer.Option("--triggers", help="YAML with Broker/Trigger objects (repeatable)"),
+        typer.Option(
+            "--triggers",
+            help="YAML file or folder (knative/) of Broker/Trigger objects (repeatable)",
+        ),
     ] = None,
     service: Annotated[
         list[str] | None,
