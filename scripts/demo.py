@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 from agentfn.events import CloudEvent, from_http, to_binary  # noqa: E402
 from agentfn.functions._knative import BROKER_DELIVERY, trigger_documents  # noqa: E402
+from agentfn.functions._manifests.options import RenderOptions  # noqa: E402
 from agentfn.functions.agents.planner import agent as planner  # noqa: E402
 
 # This folder (scripts/) is on sys.path: the demo's own agent lives beside it.
@@ -53,15 +54,18 @@ from demo_library import agent as library_agent  # noqa: E402
 
 console = Console(width=120, highlight=False)
 
+#: The namespace and Broker of knative/ (the render's defaults): the demo's own Triggers join
+#: them, and its events go to that Broker's ingress.
+RENDERED = RenderOptions()
 #: The planner's Trigger as knative/triggers.yaml names it (<agent>-<type>).
 PLANNER_TRIGGER = trigger_documents(planner.spec)[0]["metadata"]["name"]
 #: Not an agent, so not in knative/: the demo's sink of what the chain ends with.
 REPORTS_TRIGGER = {
     "apiVersion": "eventing.knative.dev/v1",
     "kind": "Trigger",
-    "metadata": {"name": "reports", "namespace": "default"},
+    "metadata": {"name": "reports", "namespace": RENDERED.namespace},
     "spec": {
-        "broker": "default",
+        "broker": RENDERED.broker,
         "filters": [
             {
                 "any": [
@@ -194,15 +198,15 @@ async def main() -> None:
     reports = Sink("reports", "bold green")
     await reports.start()
     port, dlq_port = free_port(), free_port()
-    ingress = f"http://127.0.0.1:{port}/default/default"
+    ingress = f"http://127.0.0.1:{port}/{RENDERED.namespace}/{RENDERED.broker}"
     sink = f"http://127.0.0.1:{dlq_port}"
     data_dir = Path(tempfile.mkdtemp(prefix="agentfn-demo-"))
     library = str(data_dir / "library")
     os.mkdir(library)
     demo_triggers = data_dir / "demo-triggers.yaml"
     library_triggers = trigger_documents(
-        library_agent.spec, namespace="default", dead_letter_sink="dead-letters",
-        defaults=BROKER_DELIVERY,
+        library_agent.spec, namespace=RENDERED.namespace, broker=RENDERED.broker,
+        dead_letter_sink="dead-letters", defaults=BROKER_DELIVERY,
     )  # fmt: skip
     demo_triggers.write_text(
         yaml.safe_dump_all([*library_triggers, REPORTS_TRIGGER]), encoding="utf-8"

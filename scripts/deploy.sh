@@ -11,7 +11,7 @@ set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "${BASH_SOURCE[0]%/*}/lib.sh"
 
-NAMESPACE=${NAMESPACE:-default}
+NAMESPACE=${NAMESPACE:-agentfn}
 OUT_DIR=${OUT_DIR:-$ROOT_DIR/build/deploy}
 
 default_tag() {

@@ -12,7 +12,7 @@ set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "${BASH_SOURCE[0]%/*}/lib.sh"
 
-NAMESPACE=${NAMESPACE:-default}
+NAMESPACE=${NAMESPACE:-agentfn}
 BROKER=${BROKER:-default}
 LOCAL_PORT=${LOCAL_PORT:-18080}
 DEADLINE_S=${DEADLINE_S:-300}

@@ -81,7 +81,9 @@ def test_the_embedded_broker_reads_the_same_manifests() -> None:
         "aggregator-agentfn-work-completed",
         "flaky-agentfn-flaky-requested",
     }
-    assert list(topology.brokers) == [("default", "default")]
+    # knative/'s Broker in the render's namespace; the embedded broker's default one beside it.
+    assert list(topology.brokers) == [("agentfn", "default"), ("default", "default")]
+    assert {(t.namespace, t.broker) for t in topology.triggers} == {("agentfn", "default")}
 
 
 def test_generated_triggers_of_the_reference_agents_are_valid(shared_spec: Path) -> None:

@@ -89,9 +89,13 @@ def deploy(
         list[str] | None,
         typer.Argument(help="Agents: MODULE[:AGENT], package, .py file or folder"),
     ] = None,
-    namespace: Annotated[str, typer.Option(help="Namespace of every object")] = (
-        _DEFAULTS.namespace
-    ),
+    namespace: Annotated[
+        str,
+        typer.Option(
+            help="Namespace of every object: a dedicated one, its quota and LimitRange bound "
+            "all it runs"
+        ),
+    ] = _DEFAULTS.namespace,
     image: Annotated[str, typer.Option(help="The image every agent runs")] = DEFAULT_IMAGE,
     broker: Annotated[str, typer.Option(help="Name of the Kafka-backed Broker")] = (
         _DEFAULTS.broker

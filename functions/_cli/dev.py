@@ -4,7 +4,10 @@ Each agent runs in its own process (``agentfn serve``), as each runs in its own 
 the broker runs in this one. Triggers come from ``--triggers`` files or folders (the YAML you
 apply to Knative: ``--triggers knative/``) or, without them, from the agents' own declarations,
 made by the code that renders ``knative/``. Agents publish fan-out events to
-the broker's ingress over HTTP (``AGENTFN_BROKER_URL``), never by import.
+the broker's ingress over HTTP (``AGENTFN_BROKER_URL``), never by import: the path of the one
+Broker every Trigger uses (``/agentfn/default`` for ``knative/``, the render's namespace), else
+of the default Broker ``/default/default`` (where the agents' own Triggers are), with each
+Broker's path printed when the Triggers use several.
 
 ``--in-process`` hosts the agents in the broker's process instead: a Trigger whose subscriber
 is an agent (a Service ref by name, or ``inprocess://NAME``) is delivered by a call into the
@@ -35,7 +38,14 @@ from typing import Annotated, Any, Final
 
 import aiohttp
 import typer
-from agentfn.brokers.config import ConfigError, Topology, load_topology, parse_documents
+from agentfn.brokers.config import (
+    DEFAULT_BROKER,
+    BrokerSpec,
+    ConfigError,
+    Topology,
+    load_topology,
+    parse_documents,
+)
 from agentfn.brokers.deadletters.settings import DeadLetterSettings
 from agentfn.brokers.deadletters.sink import DeadLetterSink
 from agentfn.brokers.deadletters.store import open_store
@@ -142,6 +152,43 @@ async def _start_sink(
     return sink, bound
 
 
+def _topology(
+    agents: list[DiscoveredAgent],
+    trigger_files: list[Path],
+    dead_letter_sink: str | None,
+    *,
+    dlq_port: int | None,
+) -> Topology:
+    """The ``--triggers`` files' Brokers and Triggers, else the agents' own Triggers."""
+    if trigger_files:
+        return load_topology(trigger_files)
+    # The Triggers `agentfn render` writes for these agents, in default/default: complete
+    # delivery, dead letters to the `dead-letters` Service (the sink dev starts, or --service).
+    default_sink = dead_letter_sink or (DEAD_LETTERS if dlq_port is not None else None)
+    documents: list[Any] = []
+    for found in agents:
+        documents.extend(
+            trigger_documents(
+                found.agent.spec, dead_letter_sink=default_sink, defaults=BROKER_DELIVERY
+            )
+        )
+    return parse_documents(documents)
+
+
+def _brokers_in_use(topology: Topology) -> list[BrokerSpec]:
+    """The Brokers some Trigger subscribes to, in the order the Triggers name them."""
+    keys = dict.fromkeys((t.namespace, t.broker) for t in topology.triggers)
+    return [topology.brokers[key] for key in keys]
+
+
+def _ingress_broker(brokers: list[BrokerSpec]) -> BrokerSpec:
+    """Where agents publish: the one Broker every Trigger uses (``knative/`` puts them in the
+    render's namespace), else the default Broker ``default/default``."""
+    if len(brokers) == 1:
+        return brokers[0]
+    return BrokerSpec(*DEFAULT_BROKER)
+
+
 async def _run(
     agents: list[DiscoveredAgent],
     *,
@@ -157,7 +204,11 @@ async def _run(
     dlq_port: int | None = DEFAULT_DLQ_PORT,
 ) -> None:
     """Serve ``agents`` behind the broker; ``dlq_port`` None: no dead-letter sink of its own."""
-    ingress = f"http://{host}:{port}/default/default"
+    # First: the agents and the sink are told the ingress of the Broker the Triggers use.
+    topology = _topology(agents, trigger_files, dead_letter_sink, dlq_port=dlq_port)
+    brokers = _brokers_in_use(topology)
+    base = f"http://{host}:{port}"
+    ingress = base + _ingress_broker(brokers).path
     services = dict(services)
     own_sink: str | None = None
     env = dict(os.environ, AGENTFN_BROKER_URL=ingress, PYTHONUNBUFFERED="1")
@@ -203,20 +254,6 @@ async def _run(
                 urls[name] = f"http://{host}:{agent_port}"
             for url, process in zip(urls.values(), processes, strict=True):
                 await _wait_ready(f"{url}/healthz", process, timeout=60)
-        documents: list[Any] = []
-        if trigger_files:
-            topology = load_topology(trigger_files)
-        else:
-            # The Triggers `agentfn render` writes for these agents: complete delivery, dead
-            # letters to the `dead-letters` Service (the sink started above, or --service).
-            default_sink = dead_letter_sink or (DEAD_LETTERS if dlq_port is not None else None)
-            for found in agents:
-                documents.extend(
-                    trigger_documents(
-                        found.agent.spec, dead_letter_sink=default_sink, defaults=BROKER_DELIVERY
-                    )
-                )
-            topology = parse_documents(documents)
         if dlq_port is not None:
             topology = _with_dead_letters(topology, services[DEAD_LETTERS])
         local: dict[str, LocalSubscriber] = {urls[name]: app.deliver for name, app in apps.items()}
@@ -249,6 +286,11 @@ async def _run(
                 + letters_to
             )
         console.print(f"[green]broker ingress[/green] {ingress}  (Ctrl-C stops everything)")
+        if len(brokers) > 1:  # agents publish to the default one; each Broker has its own path
+            for broker in brokers:
+                console.print(
+                    f"  broker [bold]{broker.namespace}/{broker.name}[/bold] {base}{broker.path}"
+                )
         if own_sink is not None:
             console.print(f"[red]dead-letter sink[/red] {own_sink}")
         elif dlq_port is not None:

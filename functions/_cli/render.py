@@ -57,9 +57,13 @@ def render(
         Path | None,
         typer.Option(help="Folder to write to [default: knative/, with --compose: .]"),
     ] = None,
-    namespace: Annotated[str, typer.Option(help="Namespace of every object")] = (
-        _DEFAULTS.namespace
-    ),
+    namespace: Annotated[
+        str,
+        typer.Option(
+            help="Namespace of every object: a dedicated one, its quota and LimitRange bound "
+            "all it runs"
+        ),
+    ] = _DEFAULTS.namespace,
     image: Annotated[str, typer.Option(help="The image every agent runs")] = DEFAULT_IMAGE,
     broker: Annotated[str, typer.Option(help="Name of the Kafka-backed Broker")] = (
         _DEFAULTS.broker

@@ -43,6 +43,7 @@ from agentfn.functions._manifests.sizing import (
 __all__ = [
     "LIMIT_RANGE_NAME",
     "QUOTA_NAME",
+    "SINK_BINDING_INCLUDE",
     "Workload",
     "namespace_documents",
     "quota_hard",
@@ -58,6 +59,11 @@ _POD_SECURITY: Final = {
     "pod-security.kubernetes.io/enforce": "baseline",
     "pod-security.kubernetes.io/warn": "restricted",
 }
+
+#: Knative's SinkBinding webhook injects ``K_SINK`` only into namespaces so labelled when it
+#: runs in inclusion mode (``SINK_BINDING_SELECTION_MODE=inclusion``); exclusion mode, the
+#: default, ignores it. Without ``K_SINK`` an agent has nowhere to publish its fan-out.
+SINK_BINDING_INCLUDE: Final = {"bindings.knative.dev/include": "true"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +143,10 @@ def namespace_documents(
     namespace = {
         "apiVersion": "v1",
         "kind": "Namespace",
-        "metadata": {"name": options.namespace, "labels": labels(_POD_SECURITY)},
+        "metadata": {
+            "name": options.namespace,
+            "labels": labels({**_POD_SECURITY, **SINK_BINDING_INCLUDE}),
+        },
     }
     quota = {
         "apiVersion": "v1",

@@ -24,7 +24,9 @@ class RenderOptions(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    namespace: str = Field(default="default", pattern=_LABEL)
+    #: A namespace of its own: its ResourceQuota and LimitRange bound everything in it, so they
+    #: must not land on ``default`` and constrain a user's unrelated workloads there.
+    namespace: str = Field(default="agentfn", pattern=_LABEL)
     image: str = Field(default=DEFAULT_IMAGE, min_length=1)
     broker: str = Field(default="default", pattern=_LABEL)
     #: Strimzi's name for a cluster called my-cluster in namespace kafka (what kind-up.sh runs).

@@ -1203,7 +1203,7 @@ BREAKS: dict[str, tuple[Callable[[list[Document]], list[str]], RenderOptions, Br
                 )
             ],
             "value",
-            "http://otel-collector.default.svc.cluster.local:4319",
+            "http://otel-collector.agentfn.svc.cluster.local:4319",
         ),
         "Service otel-collector has no port 4319",
     ),
@@ -1213,7 +1213,7 @@ BREAKS: dict[str, tuple[Callable[[list[Document]], list[str]], RenderOptions, Br
         lambda ds: _set(
             find(ds, "Secret", "agentfn-redis")["stringData"],
             "url",
-            "redis://valkey.default.svc.cluster.local:6379/0",
+            "redis://valkey.agentfn.svc.cluster.local:6379/0",
         ),
         "no Service valkey",
     ),

@@ -156,7 +156,7 @@ def test_an_unbounded_agent_is_counted_at_the_cap() -> None:
 def test_the_quota_of_the_reference_agents_is_summed_exactly() -> None:
     documents = namespace_documents(reference_agents(), RenderOptions())
     assert kinds(documents) == [
-        ("Namespace", "default"),
+        ("Namespace", "agentfn"),
         ("ResourceQuota", "agentfn"),
         ("LimitRange", "agentfn"),
     ]
@@ -226,6 +226,25 @@ def test_objects_live_in_the_options_namespace() -> None:
     assert documents[0]["metadata"]["name"] == "agents"
     assert "namespace" not in documents[0]["metadata"]
     assert {d["metadata"]["namespace"] for d in documents[1:]} == {"agents"}
+
+
+def test_the_default_namespace_is_a_dedicated_one() -> None:
+    # The quota and the LimitRange's max bound every pod in their namespace: on `default` they
+    # would refuse a user's unrelated workloads there.
+    (namespace, *scoped) = namespace_documents(reference_agents(), RenderOptions())
+    assert namespace["metadata"]["name"] == "agentfn"
+    assert {d["metadata"]["namespace"] for d in scoped} == {"agentfn"}
+
+
+def test_the_namespace_opts_into_sink_binding_injection() -> None:
+    # A SinkBinding webhook in inclusion mode injects K_SINK only into namespaces so labelled;
+    # the Pod Security labels stay beside it.
+    (namespace, *_) = namespace_documents(reference_agents(), RenderOptions(namespace="agents"))
+    labels = namespace["metadata"]["labels"]
+    assert labels["bindings.knative.dev/include"] == "true"
+    assert labels["pod-security.kubernetes.io/enforce"] == "baseline"
+    assert labels["pod-security.kubernetes.io/warn"] == "restricted"
+    assert labels["app.kubernetes.io/part-of"] == "agentfn"
 
 
 # --- observability -----------------------------------------------------------------------

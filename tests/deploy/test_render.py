@@ -26,6 +26,7 @@ from agentfn.brokers.config import load_topology, parse_documents
 from agentfn.brokers.delivery import DEFAULT_ATTEMPT_TIMEOUT, KNATIVE_DEFAULT_DELIVERY
 from agentfn.events import CloudEvent
 from agentfn.functions import Agent, Delivery, Resources, Scaling, Settings
+from agentfn.functions._cli.dev import _brokers_in_use, _ingress_broker
 from agentfn.functions._knative import BROKER_DELIVERY, trigger_documents
 from agentfn.functions._loader import DiscoveredAgent, discover_agents
 from agentfn.functions._manifests.deadletters import alert_expression
@@ -268,7 +269,7 @@ def test_the_container_env_port_and_probes() -> None:
         },
         {
             "name": "OTEL_EXPORTER_OTLP_ENDPOINT",
-            "value": "http://otel-collector.default.svc.cluster.local:4318",
+            "value": "http://otel-collector.agentfn.svc.cluster.local:4318",
         },
         {"name": "OTEL_SERVICE_NAME", "value": "probe"},
     ]
@@ -547,10 +548,9 @@ def test_agentfn_dev_builds_the_triggers_that_render_writes(
     reference: list[DiscoveredAgent],
 ) -> None:
     # What dev does without --triggers (its dead-letter sink is the `dead-letters` Service),
-    # against the committed file: the same documents, the namespace aside (dev has one).
+    # against the committed file: the same documents, the namespace aside (dev's Triggers are
+    # in `default`, the render's in `agentfn`, which the dead-letter paths name too).
     committed = list(yaml.safe_load_all((KNATIVE / "triggers.yaml").read_text()))
-    for document in committed:
-        del document["metadata"]["namespace"]
     generated = [
         document
         for found in sorted(reference, key=lambda f: f.agent.spec.name)
@@ -558,13 +558,21 @@ def test_agentfn_dev_builds_the_triggers_that_render_writes(
             found.agent.spec, dead_letter_sink="dead-letters", defaults=BROKER_DELIVERY
         )
     ]
+    for document, namespace in [(d, "agentfn") for d in committed] + [
+        (d, "default") for d in generated
+    ]:
+        assert document["metadata"].pop("namespace", "default") == namespace
+        sink = document["spec"]["delivery"]["deadLetterSink"]
+        assert sink.pop("uri") == f"/{namespace}/default/{document['metadata']['name']}"
     assert generated == committed
 
 
 def test_the_embedded_broker_loads_knative_as_a_folder() -> None:
     topology = load_topology([KNATIVE])
-    (broker,) = topology.brokers.values()
-    assert broker.path == "/default/default"
+    # The embedded broker always serves default/default; knative/'s Broker is beside it.
+    assert list(topology.brokers) == [("agentfn", "default"), ("default", "default")]
+    broker = topology.brokers[("agentfn", "default")]
+    assert broker.path == "/agentfn/default"  # the render's own namespace, not `default`
     assert broker.delivery.dead_letter_sink is not None
     assert broker.delivery.dead_letter_sink.ref_name == "dead-letters"
     assert {t.subscriber.ref_name for t in topology.triggers} == {
@@ -586,6 +594,36 @@ async def _counter(client: httpx.AsyncClient, url: str, trigger: str) -> float:
     return total
 
 
+def test_agentfn_dev_publishes_to_the_one_broker_the_triggers_use() -> None:
+    # knative/'s Triggers all use its Broker: agents (and the sink's replays) publish there.
+    (broker,) = _brokers_in_use(load_topology([KNATIVE]))
+    assert _ingress_broker([broker]).path == "/agentfn/default"
+    # Triggers on two Brokers: the agents get the default Broker, each path is printed.
+    two = parse_documents(
+        [
+            {
+                "apiVersion": "eventing.knative.dev/v1",
+                "kind": kind,
+                "metadata": {"name": name, "namespace": "team-a"},
+                "spec": spec,
+            }
+            for kind, name, spec in [
+                ("Broker", "a", {}),
+                ("Broker", "b", {}),
+                ("Trigger", "to-a", {"broker": "a", "subscriber": {"uri": "http://x/"}}),
+                ("Trigger", "to-b", {"broker": "b", "subscriber": {"uri": "http://x/"}}),
+            ]
+        ]
+    )
+    assert [b.path for b in _brokers_in_use(two)] == ["/team-a/a", "/team-a/b"]
+    assert _ingress_broker(_brokers_in_use(two)).path == "/default/default"
+
+
+async def _collect(stream: asyncio.StreamReader, lines: list[str]) -> None:
+    while line := await stream.readline():  # drained to the end: the agents log through it
+        lines.append(line.decode(errors="replace"))
+
+
 @pytest.mark.slow
 async def test_agentfn_dev_routes_a_task_through_the_chain_by_knative(tmp_path: Path) -> None:
     port, dlq_port = free_port(), free_port()
@@ -594,25 +632,38 @@ async def test_agentfn_dev_routes_a_task_through_the_chain_by_knative(tmp_path: 
         "--triggers", str(KNATIVE), "--port", str(port), "--dlq-port", str(dlq_port),
         "--data-dir", str(tmp_path / "dev"),
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"},
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
+    assert process.stdout is not None
+    lines: list[str] = []
+    collecting = asyncio.create_task(_collect(process.stdout, lines))
     try:
         async with httpx.AsyncClient(timeout=5) as client:
 
-            async def healthy() -> bool:
-                assert process.returncode is None, "agentfn dev exited"
-                with contextlib.suppress(httpx.HTTPError):
-                    return (await client.get(f"http://127.0.0.1:{port}/healthz")).is_success
-                return False
+            def printed_ingress() -> str | None:
+                assert process.returncode is None, "agentfn dev exited:\n" + "".join(lines)
+                found = [line.split()[2] for line in lines if line.startswith("broker ingress ")]
+                return found[0] if found else None
 
-            await async_wait_until(healthy, timeout=60, message="agentfn dev")
+            ingress = await async_wait_until(printed_ingress, timeout=60, message="the ingress")
+            # knative/'s Broker, in the render's namespace: the agents publish their fan-out
+            # there, so the aggregator's Trigger (below) fires only if they do.
+            (broker,) = [
+                d for d in yaml.safe_load_all((KNATIVE / "kafka-broker.yaml").read_text())
+                if d["kind"] == "Broker"
+            ]  # fmt: skip
+            path = f"/{broker['metadata']['namespace']}/{broker['metadata']['name']}"
+            assert (
+                ingress
+                == f"http://127.0.0.1:{port}{path}"
+                == f"http://127.0.0.1:{port}/agentfn/default"
+            )
             task = CloudEvent.new(
                 "agentfn.task.submitted",
                 "/tests",
                 {"title": "t", "text": TEN_WORDS, "max_words_per_chunk": 5},
             )
             headers, body = binary(task)
-            ingress = f"http://127.0.0.1:{port}/default/default"
             assert (await client.post(ingress, headers=headers, content=body)).status_code == 202
             metrics = f"http://127.0.0.1:{port}/metrics"
 
@@ -623,6 +674,7 @@ async def test_agentfn_dev_routes_a_task_through_the_chain_by_knative(tmp_path: 
     finally:
         process.terminate()
         await asyncio.wait_for(process.wait(), 30)
+        await asyncio.wait_for(collecting, 30)
 
 
 # -- the dead-letter sink ---------------------------------------------------------------------
@@ -706,12 +758,12 @@ async def test_the_rendered_sink_container_keeps_a_letter_by_its_triggers_path(
             (kept,) = (await client.get(f"{base}/v1/letters")).json()["letters"]
             metrics = (await client.get(f"{base}/metrics")).text
     assert (kept["namespace"], kept["broker"], kept["trigger"]) == (
-        "default",
+        "agentfn",
         "default",
         "worker-agentfn-work-requested",
     )
     assert (
-        'agentfn_deadletters_depth{broker_name="default",namespace_name="default",'
+        'agentfn_deadletters_depth{broker_name="default",namespace_name="agentfn",'
         'trigger_name="worker-agentfn-work-requested"} 1.0'
     ) in metrics
 
