@@ -19,10 +19,21 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from agentfn.functions._cli.render import DEFAULT_TARGETS, find_agents
-from agentfn.functions._manifests.options import DEFAULT_IMAGE, Otel, Profile, RenderOptions
+from agentfn.functions._cli.render import (
+    DEFAULT_TARGETS,
+    AlertDepth,
+    BrokerName,
+    Image,
+    KafkaBootstrap,
+    Namespace,
+    OtelOption,
+    ProfileOption,
+    Targets,
+    find_agents,
+    options_or_exit,
+)
+from agentfn.functions._manifests.options import DEFAULT_IMAGE, RenderOptions
 from agentfn.functions._manifests.render import header, render, write
-from pydantic import ValidationError
 
 __all__ = ["DryRun", "deploy"]
 
@@ -85,36 +96,14 @@ def _apply(kubectl: str, files: Sequence[Path], dry_run: DryRun | None) -> None:
 
 
 def deploy(
-    targets: Annotated[
-        list[str] | None,
-        typer.Argument(help="Agents: MODULE[:AGENT], package, .py file or folder"),
-    ] = None,
-    namespace: Annotated[
-        str,
-        typer.Option(
-            help="Namespace of every object: a dedicated one, its quota and LimitRange bound "
-            "all it runs"
-        ),
-    ] = _DEFAULTS.namespace,
-    image: Annotated[str, typer.Option(help="The image every agent runs")] = DEFAULT_IMAGE,
-    broker: Annotated[str, typer.Option(help="Name of the Kafka-backed Broker")] = (
-        _DEFAULTS.broker
-    ),
-    kafka_bootstrap: Annotated[
-        str, typer.Option(help="bootstrap.servers of the Broker's Kafka")
-    ] = _DEFAULTS.kafka_bootstrap,
-    profile: Annotated[
-        Profile,
-        typer.Option(help="local: Redis in the namespace, replication 1; prod: replication 3"),
-    ] = _DEFAULTS.profile,
-    otel: Annotated[
-        Otel,
-        typer.Option(help="OpenTelemetry Collector: one shared, a sidecar per agent, or none"),
-    ] = _DEFAULTS.otel,
-    alert_depth: Annotated[
-        int,
-        typer.Option(help="Waiting dead letters of one Trigger that raise the alert", min=0),
-    ] = _DEFAULTS.alert_depth,
+    targets: Targets = None,
+    namespace: Namespace = _DEFAULTS.namespace,
+    image: Image = DEFAULT_IMAGE,
+    broker: BrokerName = _DEFAULTS.broker,
+    kafka_bootstrap: KafkaBootstrap = _DEFAULTS.kafka_bootstrap,
+    profile: ProfileOption = _DEFAULTS.profile,
+    otel: OtelOption = _DEFAULTS.otel,
+    alert_depth: AlertDepth = _DEFAULTS.alert_depth,
     dry_run: Annotated[
         DryRun | None,
         typer.Option("--dry-run", help="kubectl apply --dry-run=client|server: change nothing"),
@@ -134,19 +123,15 @@ def deploy(
     (written before kubectl is looked for), for review or to apply by hand.
     """
     names = list(targets or DEFAULT_TARGETS)
-    try:
-        options = RenderOptions(
-            namespace=namespace,
-            image=image,
-            broker=broker,
-            kafka_bootstrap=kafka_bootstrap,
-            profile=profile,
-            otel=otel,
-            alert_depth=alert_depth,
-        )
-    except ValidationError as error:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
-        raise _fail(problems) from None
+    options = options_or_exit(
+        namespace=namespace,
+        image=image,
+        broker=broker,
+        kafka_bootstrap=kafka_bootstrap,
+        profile=profile,
+        otel=otel,
+        alert_depth=alert_depth,
+    )
     agents = find_agents(names)
     try:
         rendered = render(agents, options)

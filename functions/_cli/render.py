@@ -15,10 +15,58 @@ from agentfn.functions._manifests.render import header, render_compose, write
 from agentfn.functions._manifests.render import render as render_files
 from pydantic import ValidationError
 
-__all__ = ["DEFAULT_TARGETS", "find_agents", "render"]
+__all__ = [
+    "DEFAULT_TARGETS",
+    "AlertDepth",
+    "BrokerName",
+    "Image",
+    "KafkaBootstrap",
+    "Namespace",
+    "OtelOption",
+    "ProfileOption",
+    "Targets",
+    "find_agents",
+    "options_or_exit",
+    "render",
+]
 
 DEFAULT_TARGETS = ("agentfn.functions.agents",)
 _DEFAULTS = RenderOptions()
+
+
+# The options `agentfn render` and `agentfn deploy` share, declared once.
+Targets = Annotated[
+    list[str] | None, typer.Argument(help="Agents: MODULE[:AGENT], package, .py file or folder")
+]
+Namespace = Annotated[
+    str,
+    typer.Option(
+        help="Namespace of every object: a dedicated one, its quota and LimitRange bound "
+        "all it runs"
+    ),
+]
+Image = Annotated[str, typer.Option(help="The image every agent runs")]
+BrokerName = Annotated[str, typer.Option(help="Name of the Kafka-backed Broker")]
+KafkaBootstrap = Annotated[str, typer.Option(help="bootstrap.servers of the Broker's Kafka")]
+ProfileOption = Annotated[
+    Profile, typer.Option(help="local: Redis in the namespace, replication 1; prod: replication 3")
+]
+OtelOption = Annotated[
+    Otel, typer.Option(help="OpenTelemetry Collector: one shared, a sidecar per agent, or none")
+]
+AlertDepth = Annotated[
+    int, typer.Option(help="Waiting dead letters of one Trigger that raise the alert", min=0)
+]
+
+
+def options_or_exit(**values: Any) -> RenderOptions:
+    """The render options of the command's flags; a bad one exits 2, naming it."""
+    try:
+        return RenderOptions(**values)
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+        typer.echo(f"error: {problems}", err=True)
+        raise typer.Exit(2) from None
 
 
 def find_agents(targets: list[str]) -> list[DiscoveredAgent]:
@@ -49,60 +97,33 @@ def _summary(documents: list[dict[str, Any]]) -> str:
 
 
 def render(
-    targets: Annotated[
-        list[str] | None,
-        typer.Argument(help="Agents: MODULE[:AGENT], package, .py file or folder"),
-    ] = None,
+    targets: Targets = None,
     out: Annotated[
         Path | None,
         typer.Option(help="Folder to write to [default: knative/, with --compose: .]"),
     ] = None,
-    namespace: Annotated[
-        str,
-        typer.Option(
-            help="Namespace of every object: a dedicated one, its quota and LimitRange bound "
-            "all it runs"
-        ),
-    ] = _DEFAULTS.namespace,
-    image: Annotated[str, typer.Option(help="The image every agent runs")] = DEFAULT_IMAGE,
-    broker: Annotated[str, typer.Option(help="Name of the Kafka-backed Broker")] = (
-        _DEFAULTS.broker
-    ),
-    kafka_bootstrap: Annotated[
-        str, typer.Option(help="bootstrap.servers of the Broker's Kafka")
-    ] = _DEFAULTS.kafka_bootstrap,
-    profile: Annotated[
-        Profile,
-        typer.Option(help="local: Redis in the namespace, replication 1; prod: replication 3"),
-    ] = _DEFAULTS.profile,
-    otel: Annotated[
-        Otel,
-        typer.Option(help="OpenTelemetry Collector: one shared, a sidecar per agent, or none"),
-    ] = _DEFAULTS.otel,
-    alert_depth: Annotated[
-        int,
-        typer.Option(help="Waiting dead letters of one Trigger that raise the alert", min=0),
-    ] = _DEFAULTS.alert_depth,
+    namespace: Namespace = _DEFAULTS.namespace,
+    image: Image = DEFAULT_IMAGE,
+    broker: BrokerName = _DEFAULTS.broker,
+    kafka_bootstrap: KafkaBootstrap = _DEFAULTS.kafka_bootstrap,
+    profile: ProfileOption = _DEFAULTS.profile,
+    otel: OtelOption = _DEFAULTS.otel,
+    alert_depth: AlertDepth = _DEFAULTS.alert_depth,
     compose: Annotated[
         bool, typer.Option("--compose", help="Write compose.yaml (Docker, no Kubernetes)")
     ] = False,
 ) -> None:
     """Render the agents' Knative manifests (Services, Broker, Triggers, dead-letter sink, ...)."""
     names = list(targets or DEFAULT_TARGETS)
-    try:
-        options = RenderOptions(
-            namespace=namespace,
-            image=image,
-            broker=broker,
-            kafka_bootstrap=kafka_bootstrap,
-            profile=profile,
-            otel=otel,
-            alert_depth=alert_depth,
-        )
-    except ValidationError as error:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
-        typer.echo(f"error: {problems}", err=True)
-        raise typer.Exit(2) from None
+    options = options_or_exit(
+        namespace=namespace,
+        image=image,
+        broker=broker,
+        kafka_bootstrap=kafka_bootstrap,
+        profile=profile,
+        otel=otel,
+        alert_depth=alert_depth,
+    )
     agents = find_agents(names)
     try:
         rendered = render_compose(agents, options) if compose else render_files(agents, options)
