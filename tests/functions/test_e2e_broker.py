@@ -1,6 +1,6 @@
 """Agents behind the embedded broker, all on loopback: the chain as Knative would run it.
 
-The broker is the lead's embedded one (``brokers``), composed here as ``agentfn dev`` does; the
+The broker is the embedded one (``brokers``), composed here as ``agentfn dev`` does; the
 agents only ever reach it over HTTP, at its ingress URL.
 """
 
