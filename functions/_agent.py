@@ -49,7 +49,8 @@ class Agent:
 
     The object is itself an ASGI app configured from the environment (``uvicorn mod:agent``);
     :meth:`app` builds one with explicit parts, :meth:`http_function` is a
-    functions-framework ``--asgi`` target.
+    functions-framework ``--asgi`` target. ``grpc=True`` declares that peers call it over gRPC
+    too: ``agentfn render`` then adds an ``<name>-rpc`` Service speaking h2c.
     """
 
     def __init__(
@@ -61,6 +62,7 @@ class Agent:
         scaling: Scaling | None = None,
         resources: Resources | None = None,
         delivery: Delivery | None = None,
+        grpc: bool = False,
     ) -> None:
         if not _AGENT_NAME.fullmatch(name):
             raise AgentDefinitionError(
@@ -79,6 +81,8 @@ class Agent:
         self.scaling = scaling or Scaling()
         self.resources = resources or Resources()
         self.delivery = delivery or Delivery()
+        # Also served over gRPC (h2c): render adds the ``<name>-rpc`` Service.
+        self.grpc = bool(grpc)
         self._handlers: list[HandlerSpec] = []
         self._default: AgentApp | None = None
 
@@ -163,6 +167,7 @@ class Agent:
             scaling=self.scaling,
             resources=self.resources,
             delivery=self.delivery,
+            grpc=self.grpc,
         )
 
     # -- serving -----------------------------------------------------------------------------

@@ -67,7 +67,10 @@ class HandlerSpec:
 
 @dataclass(frozen=True, slots=True)
 class AgentSpec:
-    """Everything an agent declares."""
+    """Everything an agent declares.
+
+    ``grpc``: peers call it synchronously over gRPC too (deployed as a second, h2c Service).
+    """
 
     name: str
     source: str
@@ -76,6 +79,7 @@ class AgentSpec:
     scaling: Scaling
     resources: Resources
     delivery: Delivery
+    grpc: bool = False
 
     @property
     def consumes(self) -> tuple[str, ...]:
@@ -103,4 +107,5 @@ class AgentSpec:
             "scaling": self.scaling.model_dump(mode="json"),
             "resources": self.resources.model_dump(mode="json"),
             "delivery": self.delivery.model_dump(mode="json"),
+            "grpc": self.grpc,
         }
