@@ -32,12 +32,16 @@ from agentfn.functions._cli.render import (
     find_agents,
     options_or_exit,
 )
+from agentfn.functions._manifests._meta import REDIS_SECRET
 from agentfn.functions._manifests.options import DEFAULT_IMAGE, RenderOptions
 from agentfn.functions._manifests.render import header, render, write
 
 __all__ = ["DryRun", "deploy"]
 
 _DEFAULTS = RenderOptions()
+
+#: The file of the Redis Secret (and, profile local, the Redis it points at).
+REDIS_FILE = "redis.yaml"
 
 #: Where the error for a missing kubectl sends the reader.
 _BY_HAND = "install it or use --out DIR and apply by hand, see README (Deploy to Knative)"
@@ -82,8 +86,37 @@ def _current_context(kubectl: str) -> str:
     return context
 
 
-def _apply(kubectl: str, files: Sequence[Path], dry_run: DryRun | None) -> None:
+def _secret_exists(kubectl: str, namespace: str) -> bool:
+    """Whether the namespace already holds the Redis Secret (a real URL someone filled in)."""
+    argv = [
+        kubectl,
+        "get",
+        "secret",
+        REDIS_SECRET,
+        "-n",
+        namespace,
+        "--ignore-not-found",
+        "-o",
+        "name",
+    ]
+    _show(argv)
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    return done.returncode == 0 and bool(done.stdout.strip())
+
+
+def _apply(
+    kubectl: str, files: Sequence[Path], dry_run: DryRun | None, options: RenderOptions
+) -> None:
     for file in files:
+        # The prod profile's redis.yaml is only the Secret, a template (redis://CHANGE-ME):
+        # applied over the Secret a user filled in, it would cut every agent off from Redis.
+        template = file.name == REDIS_FILE and options.profile == "prod"
+        if template and _secret_exists(kubectl, options.namespace):
+            typer.echo(
+                f"kept the existing Secret {REDIS_SECRET}: {file.name} is only its template",
+                err=True,
+            )
+            continue
         argv = [kubectl, "apply"]
         if dry_run is not None:
             argv.append(f"--dry-run={dry_run.value}")
@@ -145,4 +178,4 @@ def deploy(
         context = _current_context(program)
         verb = f"dry run ({dry_run.value}) against" if dry_run is not None else "applying to"
         typer.echo(f"{verb} context {context}", err=True)
-        _apply(program, files, dry_run)
+        _apply(program, files, dry_run, options)

@@ -52,9 +52,12 @@ def empty_bin(tmp_path: Path) -> Path:
     return folder
 
 
-def fake_kubectl(folder: Path, log: Path, *, context: str | None, fail_on: str = "") -> Path:
+def fake_kubectl(
+    folder: Path, log: Path, *, context: str | None, fail_on: str = "", secret: bool = False
+) -> Path:
     """A ``kubectl`` that appends its argv to ``log`` and copies each file it applies into
-    ``<log>.seen/``; ``context`` None: no current context; ``apply`` of ``fail_on`` exits 3."""
+    ``<log>.seen/``; ``context`` None: no current context; ``apply`` of ``fail_on`` exits 3;
+    ``get secret`` prints the Secret's name when ``secret`` (it exists), else nothing."""
     script = folder / "kubectl"
     script.write_text(
         f"#!{sys.executable}\n"
@@ -68,6 +71,9 @@ def fake_kubectl(folder: Path, log: Path, *, context: str | None, fail_on: str =
         "        print('error: current-context is not set', file=sys.stderr)\n"
         "        sys.exit(1)\n"
         "    print(context)\n"
+        "    sys.exit(0)\n"
+        "if args[:2] == ['get', 'secret']:\n"
+        f"    print('secret/agentfn-redis' if {secret!r} else '')\n"
         "    sys.exit(0)\n"
         "if args[:1] == ['apply']:\n"
         "    import pathlib, shutil\n"
@@ -215,3 +221,28 @@ def test_no_context_with_the_real_kubectl(tmp_path: Path) -> None:
     done = agentfn("deploy", path=bin_dir, env={"KUBECONFIG": str(kubeconfig)})
     assert done.returncode == 2
     assert "kubectl has no current context" in done.stderr
+
+
+@pytest.mark.parametrize("exists", [True, False])
+def test_prod_keeps_an_existing_redis_secret(empty_bin: Path, tmp_path: Path, exists: bool) -> None:
+    """The prod Secret is a template (redis://CHANGE-ME): applied over a Secret a user filled
+    in, it would cut the agents off from Redis; it is applied only where none exists yet."""
+    log = tmp_path / "kubectl.jsonl"
+    fake_kubectl(empty_bin, log, context="prod", secret=exists)
+    done = agentfn("deploy", "--profile", "prod", path=empty_bin)
+    assert done.returncode == 0, done.stderr
+    lookup = ["get", "secret", "agentfn-redis", "-n", "agentfn", "--ignore-not-found", "-o", "name"]
+    assert lookup in calls(log)
+    applied = [Path(call[-1]).name for call in calls(log) if call[:1] == ["apply"]]
+    order = list(render(find_agents(list(DEFAULT_TARGETS)), RenderOptions(profile="prod")))
+    assert applied == [name for name in order if not (exists and name == "redis.yaml")]
+    assert ("kept the existing Secret agentfn-redis" in done.stderr) is exists
+
+
+def test_local_applies_its_redis_without_looking(empty_bin: Path, tmp_path: Path) -> None:
+    log = tmp_path / "kubectl.jsonl"
+    fake_kubectl(empty_bin, log, context="kind-agentfn", secret=True)
+    done = agentfn("deploy", path=empty_bin)
+    assert done.returncode == 0, done.stderr
+    assert not [call for call in calls(log) if call[:1] == ["get"]]
+    assert "redis.yaml" in [Path(call[-1]).name for call in calls(log) if call[:1] == ["apply"]]
