@@ -1,4 +1,5 @@
-"""CloudEvent contracts: the validated event type, its HTTP and Kafka bindings, typed payloads.
+"""CloudEvent contracts: the validated event type, its HTTP, Kafka and Protobuf bindings, typed
+payloads.
 
 This package imports nothing else of agentfn; every other package builds on it.
 """
@@ -32,6 +33,7 @@ from agentfn.events.http import (
     to_structured,
 )
 from agentfn.events.kafka import KafkaRecord, from_kafka, to_kafka, to_kafka_structured
+from agentfn.events.protobuf import from_protobuf, to_protobuf
 
 __all__ = [
     "DELIVERY_ORDER_ANNOTATION",
@@ -50,6 +52,7 @@ __all__ = [
     "extensions",
     "from_http",
     "from_kafka",
+    "from_protobuf",
     "is_json_media_type",
     "is_retryable_status",
     "is_text_media_type",
@@ -61,6 +64,7 @@ __all__ = [
     "to_http",
     "to_kafka",
     "to_kafka_structured",
+    "to_protobuf",
     "to_structured",
     "validate_attributes",
 ]
