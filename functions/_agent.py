@@ -105,6 +105,12 @@ class Agent:
         reply), a list of them (each published to the broker; the answer carries none), or
         ``None``. ``filters`` are exact attribute matches, like a Trigger's
         ``filter.attributes``. Exceptions of a ``retry_on`` type answer 503 (retried later).
+
+        A handler written as an async generator (``async def`` with ``yield``) yields models of
+        its ``emits`` types: over a gRPC ``Session`` each streams out as it is yielded; over
+        HTTP, the broker's in-process call and a unary gRPC ``Call`` they are what a returned
+        list is (published to the broker; the answer carries none). A plain generator is
+        refused: it would block a thread per event between yields.
         """
         types = (event_type,) if isinstance(event_type, str) else tuple(event_type)
         if not types or not all(isinstance(t, str) and t for t in types):
@@ -131,6 +137,12 @@ class Agent:
 
         def register(function: HandlerT) -> HandlerT:
             model, takes_context = _inspect_handler(function, input, declaring_locals)
+            is_generator = inspect.isasyncgenfunction(function)
+            if inspect.isgeneratorfunction(function):
+                raise AgentDefinitionError(
+                    f"handler {getattr(function, '__qualname__', function)!r} is a generator; "
+                    "write it as an async generator (async def ... yield) to stream replies"
+                )
             spec = HandlerSpec(
                 name=getattr(function, "__qualname__", repr(function)),
                 function=function,
@@ -140,6 +152,7 @@ class Agent:
                 filters=MappingProxyType(exact),
                 takes_context=takes_context,
                 is_async=inspect.iscoroutinefunction(function),
+                is_generator=is_generator,
                 retry_on=tuple(retry_on),
             )
             self._check_overlap(spec)

@@ -11,7 +11,7 @@ import json
 import math
 from typing import Any, Final, TypeAlias
 
-from agentfn.events import CloudEvent, to_http
+from agentfn.events import CloudEvent, from_http, to_batch, to_http
 
 __all__ = [
     "NO_CONTENT",
@@ -22,6 +22,8 @@ __all__ = [
     "event_answer",
     "json_answer",
     "retry_after_header",
+    "stream_answer",
+    "streamed_events",
 ]
 
 #: (status, headers with lower-case names, body).
@@ -47,6 +49,29 @@ def event_answer(event: CloudEvent) -> Answer:
     """The 200 answer carrying ``event`` in the content mode every writer here picks."""
     headers, body = to_http(event)
     return 200, [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()], body
+
+
+def stream_answer(events: list[CloudEvent]) -> Answer:
+    """What a streamed run (a gRPC session's async-generator handler) is stored as: a batch.
+
+    No other answer is a 200 batch, so :func:`streamed_events` tells it apart when a duplicate
+    reads it back.
+    """
+    headers, body = to_batch(events)
+    return 200, [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()], body
+
+
+def streamed_events(answer: Answer) -> list[CloudEvent] | None:
+    """The events of a :func:`stream_answer` (``None`` for any other answer)."""
+    status, headers, body = answer
+    if status != 200:
+        return None
+    for name, value in headers:
+        if name == b"content-type":
+            if value.startswith(b"application/cloudevents-batch"):
+                return from_http(headers, body)
+            return None
+    return None
 
 
 def encode_outcome(answer: Answer) -> bytes:

@@ -23,7 +23,7 @@ from agentfn.functions._context import Services
 from agentfn.functions._errors import StoreUnavailableError
 from agentfn.functions._metrics import AgentMetrics
 from agentfn.functions._outbox import Emitter
-from agentfn.functions._pipeline import Pipeline
+from agentfn.functions._pipeline import Pipeline, Sink
 from agentfn.functions._tracing import Tracing, configure_from_env
 from agentfn.functions._wiring import Parts, wire
 
@@ -191,15 +191,41 @@ class AgentApp(Started):
             json_answer(405, {"error": "method not allowed"}, (b"allow", b"GET, HEAD, POST"))
         )
 
-    def deliver(self, event: CloudEvent, *, traceparent: str | None = None) -> Awaitable[Answer]:
+    def deliver(
+        self,
+        event: CloudEvent,
+        *,
+        traceparent: str | None = None,
+        tracestate: str | None = None,
+        transport_first: bool = False,
+        deadline: float | None = None,
+        sink: Sink | None = None,
+    ) -> Awaitable[Answer]:
         """The answer to one CloudEvent that is already parsed and validated.
 
         What a POST of it gets; the broker calls this for an agent it hosts in its own process
-        (``agentfn dev --in-process``). ``traceparent`` is the W3C header a request carried.
+        (``agentfn dev --in-process``), the gRPC front door for every call and session event
+        (:meth:`Pipeline.deliver <agentfn.functions._pipeline.Pipeline.deliver>` says what
+        the options mean). ``traceparent`` is the W3C header a request carried.
         """
         if not self._started:
-            return self._started_then(self.deliver, event, traceparent=traceparent)
-        return self._pipeline.deliver(event, traceparent=traceparent)
+            return self._started_then(
+                self.deliver,
+                event,
+                traceparent=traceparent,
+                tracestate=tracestate,
+                transport_first=transport_first,
+                deadline=deadline,
+                sink=sink,
+            )
+        return self._pipeline.deliver(
+            event,
+            traceparent=traceparent,
+            tracestate=tracestate,
+            transport_first=transport_first,
+            deadline=deadline,
+            sink=sink,
+        )
 
     async def _started_then(self, entry: Any, *args: Any, **options: Any) -> Answer:
         await self.start()

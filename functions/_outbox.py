@@ -61,7 +61,16 @@ class Emitter:
 class Outbox:
     """The events leaving one handling; the :class:`Context` hands ``ctx.publish`` to it."""
 
-    __slots__ = ("_emitter", "_published", "_trace", "chain_id", "event", "handler", "span")
+    __slots__ = (
+        "_emitter",
+        "_published",
+        "_trace",
+        "chain_id",
+        "deadline",
+        "event",
+        "handler",
+        "span",
+    )
 
     def __init__(
         self,
@@ -70,12 +79,17 @@ class Outbox:
         event: CloudEvent,
         chain_id: str,
         span: Span,
+        *,
+        deadline: float | None = None,
     ) -> None:
         self._emitter = emitter
         self.handler = handler
         self.event = event
         self.chain_id = chain_id
         self.span = span
+        #: When this handling must be done, in :func:`time.monotonic` seconds (the handler's
+        #: delivery timeout, or a gRPC caller's deadline if sooner); ``None``: no limit.
+        self.deadline = deadline
         self._trace: dict[str, str] | None = None
         self._published = 0
 
@@ -126,10 +140,20 @@ class Outbox:
         self, payload: BaseModel | CloudEvent, *, event_type: str | None = None
     ) -> CloudEvent:
         """Send one event to the broker now; the next position in this handling's sequence."""
-        self._published += 1
-        event = self.event_for(payload, event_type=event_type, sequence=self._published)
+        event = self.sequenced(payload, event_type=event_type)
         await self._emitter.publisher.publish(event)
         return event
+
+    def sequenced(
+        self, payload: BaseModel | CloudEvent, *, event_type: str | None = None
+    ) -> CloudEvent:
+        """The event at the next position of this handling's sequence (published or streamed).
+
+        Its id is derived from the incoming event and the position, so a retried handler
+        yields the same ids again and the receiver can drop what it already has.
+        """
+        self._published += 1
+        return self.event_for(payload, event_type=event_type, sequence=self._published)
 
     async def fan_out(self, payloads: Sequence[BaseModel | CloudEvent]) -> None:
         """Publish a returned list, concurrently; its positions follow ``ctx.publish``'s."""

@@ -17,15 +17,22 @@ Knative's status codes:
 503    retryable: RetryableError, timeout, unreachable downstream, open circuit, or the
        idempotency store is unavailable (``Retry-After``)
 =====  ===============================================================================
+
+A handler written as an async generator streams: given a ``sink`` (a gRPC session), each event
+it yields goes out as it is yielded and the answer is 202; without one (HTTP, in-process, a
+unary gRPC call) the yielded events are a returned list: published to the broker, 202. The
+events a streamed run sent are stored as its outcome, so a duplicate over a session gets the
+same events again (and a duplicate elsewhere 202, as the list's would).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Final
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Final, TypeAlias
 
 from agentfn.events import CloudEvent, InvalidEventError, extensions, from_http
 from agentfn.functions._answers import (
@@ -35,6 +42,8 @@ from agentfn.functions._answers import (
     encode_outcome,
     json_answer,
     retry_after_header,
+    stream_answer,
+    streamed_events,
 )
 from agentfn.functions._context import Context, Services
 from agentfn.functions._errors import CircuitOpenError, RetryableError, StoreUnavailableError
@@ -51,9 +60,21 @@ from pydantic import BaseModel, ValidationError
 if TYPE_CHECKING:
     from agentfn.functions._spec import AgentSpec, HandlerSpec
 
-__all__ = ["Pipeline"]
+__all__ = ["Pipeline", "Sink"]
 
 _MAX_ERRORS: Final = 20
+
+#: Where a streaming front door (a gRPC session) takes each event a handling streams out.
+Sink: TypeAlias = Callable[[CloudEvent], Awaitable[None]]
+
+
+class _Streamed:
+    """The events an async-generator handler streamed to a sink (already sent)."""
+
+    __slots__ = ("events",)
+
+    def __init__(self, events: list[CloudEvent]) -> None:
+        self.events = events
 
 
 class _Route:
@@ -132,10 +153,24 @@ class Pipeline:
                     break
         return await self.deliver(events[0], traceparent=http_traceparent)
 
-    async def deliver(self, event: CloudEvent, *, traceparent: str | None = None) -> Answer:
+    async def deliver(
+        self,
+        event: CloudEvent,
+        *,
+        traceparent: str | None = None,
+        tracestate: str | None = None,
+        transport_first: bool = False,
+        deadline: float | None = None,
+        sink: Sink | None = None,
+    ) -> Answer:
         """The answer to one CloudEvent that is already parsed and validated.
 
-        ``traceparent`` is the W3C header the request carried, if any.
+        ``traceparent`` (and ``tracestate``) is the W3C trace context the transport carried, if
+        any; the event's own wins unless ``transport_first`` (a gRPC call's metadata).
+        ``deadline`` (:func:`time.monotonic` seconds) is when the caller stops waiting; the
+        handling's deadline is the sooner of it and the handler's delivery timeout. ``sink``
+        takes each event an async-generator handler yields, as it yields it (module
+        docstring).
         """
         route = self._route(event)
         if route is None:
@@ -172,10 +207,18 @@ class Pipeline:
                 )
 
         chain_id = chain_id_of(event)
-        span = self._tracing.start(event, self._tracing.parent(event, traceparent), chain_id)
+        parent = self._tracing.parent(
+            event, traceparent, tracestate=tracestate, transport_first=transport_first
+        )
+        span = self._tracing.start(event, parent, chain_id)
         token = otel_context.attach(trace.set_span_in_context(span))
+        if route.deadline is not None:
+            own = time.monotonic() + route.deadline
+            deadline = own if deadline is None else min(own, deadline)
         try:
-            answer = await self._claimed(route, event, payload, chain_id, span)
+            answer = await self._claimed(
+                route, event, payload, chain_id, span, deadline=deadline, sink=sink
+            )
             span.set_attribute("http.response.status_code", answer[0])
             return answer
         finally:
@@ -203,6 +246,9 @@ class Pipeline:
         payload: BaseModel | CloudEvent,
         chain_id: str,
         span: Span,
+        *,
+        deadline: float | None,
+        sink: Sink | None,
     ) -> Answer:
         """Run the handler once per event identity: a duplicate gets the first answer."""
         metrics = route.metrics
@@ -218,7 +264,7 @@ class Pipeline:
             if claim.state is ClaimState.DONE:
                 metrics.duplicates.inc()
                 span.set_attributes({ATTR_DUPLICATE: True})
-                return decode_outcome(claim.outcome)
+                return await self._replayed(decode_outcome(claim.outcome), sink)
             if claim.state is ClaimState.IN_FLIGHT:
                 metrics.failed(FailureKind.IN_FLIGHT)
                 span.set_attributes({ATTR_DUPLICATE: True})
@@ -228,10 +274,10 @@ class Pipeline:
                     retry_after_header(claim.retry_after),
                 )
 
-        outbox = Outbox(self._emitter, route.handler, event, chain_id, span)
+        outbox = Outbox(self._emitter, route.handler, event, chain_id, span, deadline=deadline)
         started = time.perf_counter()
         try:
-            result = await self._invoke(route, payload, outbox)
+            result = await self._invoke(route, payload, outbox, sink)
             answer = await self._answer(outbox, result)
         except Exception as error:
             metrics.latency.observe(time.perf_counter() - started)
@@ -254,15 +300,34 @@ class Pipeline:
                     "handled %s but could not record it; a duplicate may run again", event.id
                 )
         metrics.handled.inc()
-        return answer
+        # A streamed run's events went out as they were yielded: nothing more to answer.
+        return NO_CONTENT if isinstance(result, _Streamed) else answer
+
+    @staticmethod
+    async def _replayed(answer: Answer, sink: Sink | None) -> Answer:
+        """A stored answer for a duplicate; a streamed run's events go to ``sink`` again."""
+        events = streamed_events(answer)
+        if events is None:
+            return answer
+        if sink is not None:
+            for event in events:
+                await sink(event)
+        return NO_CONTENT
 
     async def _invoke(
-        self, route: _Route, payload: BaseModel | CloudEvent, outbox: Outbox
+        self, route: _Route, payload: BaseModel | CloudEvent, outbox: Outbox, sink: Sink | None
     ) -> object:
         handler = route.handler
         function = handler.function
         # A Context only for a handler that takes one: the outbox alone carries the rest.
-        if handler.is_async:
+        if handler.is_generator:
+            generator = (
+                function(payload, Context(self._services, outbox))
+                if handler.takes_context
+                else function(payload)
+            )
+            pending = self._drain(generator, outbox, sink)
+        elif handler.is_async:
             pending = (
                 function(payload, Context(self._services, outbox))
                 if handler.takes_context
@@ -279,6 +344,26 @@ class Pipeline:
             return await pending
 
     @staticmethod
+    async def _drain(
+        generator: AsyncGenerator[object, None], outbox: Outbox, sink: Sink | None
+    ) -> object:
+        """Run an async-generator handler: its items to ``sink`` as yielded, else a list."""
+        async with contextlib.aclosing(generator):
+            if sink is None:
+                return [item async for item in generator]
+            sent: list[CloudEvent] = []
+            async for item in generator:
+                if not isinstance(item, BaseModel | CloudEvent):
+                    raise TypeError(
+                        f"handler {outbox.handler.name} yielded {type(item).__name__}; yield "
+                        "models of its emits types"
+                    )
+                event = outbox.sequenced(item)
+                await sink(event)
+                sent.append(event)
+            return _Streamed(sent)
+
+    @staticmethod
     async def _answer(outbox: Outbox, result: object) -> Answer:
         """The answer carrying the reply; a list is published to the broker instead (202)."""
         if result is None:
@@ -290,6 +375,8 @@ class Pipeline:
         if isinstance(result, list | tuple):
             await outbox.fan_out(result)
             return NO_CONTENT
+        if isinstance(result, _Streamed):
+            return stream_answer(result.events)
         raise TypeError(
             f"handler {outbox.handler.name} returned {type(result).__name__}; return a model of "
             "one of its emits types, a list of them, or None"

@@ -20,6 +20,8 @@ class HandlerSpec:
 
     ``input_model`` is ``None`` when the handler takes the raw :class:`agentfn.events.CloudEvent`.
     ``emits`` maps each event type it may emit to the payload model of that type.
+    ``is_generator``: an async generator, whose yielded events stream out over a gRPC session
+    and are published to the broker on every other path.
     """
 
     name: str
@@ -30,6 +32,7 @@ class HandlerSpec:
     filters: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     takes_context: bool = True
     is_async: bool = True
+    is_generator: bool = False
     retry_on: tuple[type[BaseException], ...] = ()
 
     def matches(self, attributes: Mapping[str, object]) -> bool:

@@ -153,16 +153,30 @@ class Tracing:
         self._tracer = source.get_tracer("agentfn.functions") if recording else None
 
     @staticmethod
-    def parent(event: CloudEvent, http_traceparent: str | None) -> TraceContext | None:
-        """The context to continue: the event's trace context wins over the HTTP header's."""
+    def parent(
+        event: CloudEvent,
+        http_traceparent: str | None,
+        *,
+        tracestate: str | None = None,
+        transport_first: bool = False,
+    ) -> TraceContext | None:
+        """The context to continue: the event's trace context wins over the HTTP header's.
+
+        ``transport_first`` reverses that for a gRPC call, whose metadata (``traceparent``,
+        ``tracestate``) is the calling span itself, the nearer parent.
+        """
         attributes = event.attributes
         traceparent = attributes.get(extensions.TRACEPARENT)
         carrier: dict[str, str]
-        if traceparent is not None:
+        if transport_first and http_traceparent:
+            carrier = {extensions.TRACEPARENT: http_traceparent}
+            if tracestate:
+                carrier[extensions.TRACESTATE] = tracestate
+        elif traceparent is not None:
             carrier = {extensions.TRACEPARENT: str(traceparent)}
-            tracestate = attributes.get(extensions.TRACESTATE)
-            if tracestate is not None:
-                carrier[extensions.TRACESTATE] = str(tracestate)
+            state = attributes.get(extensions.TRACESTATE)
+            if state is not None:
+                carrier[extensions.TRACESTATE] = str(state)
         elif http_traceparent:
             carrier = {extensions.TRACEPARENT: http_traceparent}
         else:

@@ -13,6 +13,8 @@ PACKAGE_FOLDERS = ("agentfn", "events", "brokers", "functions", "inference")
 IMPORT_NAMES = {
     "functions-framework": "functions_framework",
     "grpcio": "grpc",
+    "grpcio-health-checking": "grpc_health",
+    "grpcio-reflection": "grpc_reflection",
     "protobuf": "google.protobuf",
     "kafka-python": "kafka",
     "opentelemetry-api": "opentelemetry",
@@ -27,9 +29,6 @@ NOT_IMPORTED = {
     # The command that serves `function = agent.http_function()`; the target imports only
     # starlette, which comes with it.
     "functions-framework",
-    # The coming gRPC front door.
-    "grpcio",
-    "protobuf",
     # Manifest validation: tests only until the deploy command validates what it renders.
     "jsonschema",
 }
