@@ -4,6 +4,8 @@ payloads.
 This package imports nothing else of agentfn; every other package builds on it.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from agentfn.events import extensions
 from agentfn.events._catalog import EventCatalog, UnknownEventTypeError
 from agentfn.events._errors import InvalidEventError
@@ -33,7 +35,9 @@ from agentfn.events.http import (
     to_structured,
 )
 from agentfn.events.kafka import KafkaRecord, from_kafka, to_kafka, to_kafka_structured
-from agentfn.events.protobuf import from_protobuf, to_protobuf
+
+if TYPE_CHECKING:
+    from agentfn.events.protobuf import from_protobuf, to_protobuf
 
 __all__ = [
     "DELIVERY_ORDER_ANNOTATION",
@@ -68,3 +72,15 @@ __all__ = [
     "to_structured",
     "validate_attributes",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The Protobuf binding loads protobuf (~40 ms): only code that speaks gRPC pays for it,
+    # not every agent's cold start (an agent served over HTTP never names it).
+    if name in ("from_protobuf", "to_protobuf"):
+        from agentfn.events import protobuf  # noqa: PLC0415
+
+        value = getattr(protobuf, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
