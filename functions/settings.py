@@ -14,6 +14,16 @@ passes the result down; no other module of :mod:`functions` reads these variable
     Broker ingress, e.g. ``http://localhost:8080/default/default``: where fan-out lists and
     ``ctx.publish`` send events. On Knative the rendered SinkBinding sets ``K_SINK`` to the
     Broker's address in every agent's pod, so the variable is needed only to override it.
+``AGENTFN_PROTOCOL`` (http1)
+    What ``agentfn serve`` speaks on ``PORT`` (``--protocol``): ``http1``, the CloudEvents
+    HTTP server the broker delivers to, or ``h2c``, only the gRPC service (HTTP/2 cleartext),
+    for the ``<agent>-rpc`` Knative Service whose one port is named ``h2c``.
+``AGENTFN_GRPC_PORT`` (unset)
+    With ``http1``, serve gRPC on this port as well (``--grpc-port``): one process, one
+    runtime, both front doors (idempotency records and breakers shared).
+``AGENTFN_GRPC_GRACE_S`` (5)
+    At shutdown, how long gRPC calls in flight may finish; health answers ``NOT_SERVING`` at
+    once.
 ``AGENTFN_AGENT`` (unset)
     The agent ``agentfn serve`` serves when given no TARGET (``module:attribute``, as the
     argument): one image runs every agent, each Knative Service naming its own. Read by the
@@ -57,7 +67,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["DEFAULT_MAX_BODY_BYTES", "ENV_PREFIX", "IdempotencyMode", "Settings"]
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "ENV_PREFIX", "IdempotencyMode", "ServeProtocol", "Settings"]
 
 ENV_PREFIX = "AGENTFN_"
 #: Above any event a default broker delivers (its ingress takes 1 MiB), so an agent refuses
@@ -65,6 +75,7 @@ ENV_PREFIX = "AGENTFN_"
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
 
 IdempotencyMode = Literal["auto", "embedded", "redis", "off"]
+ServeProtocol = Literal["http1", "h2c"]
 
 
 class Settings(BaseSettings):
@@ -77,6 +88,9 @@ class Settings(BaseSettings):
     )
 
     port: int = Field(default=8080, ge=1, le=65535, validation_alias=AliasChoices("PORT", "port"))
+    protocol: ServeProtocol = "http1"
+    grpc_port: int | None = Field(default=None, ge=1, le=65535)
+    grpc_grace_s: float = Field(default=5.0, ge=0)
     redis_url: str | None = None
     redis_timeout_s: float = Field(default=2.0, gt=0)
     broker_url: str | None = Field(
@@ -101,6 +115,10 @@ class Settings(BaseSettings):
             raise ValueError("AGENTFN_IDEMPOTENCY=redis needs AGENTFN_REDIS_URL")
         if self.breaker_shared and not self.redis_url:
             raise ValueError("AGENTFN_BREAKER_SHARED needs AGENTFN_REDIS_URL")
+        if self.grpc_port is not None and self.protocol == "h2c":
+            raise ValueError("AGENTFN_PROTOCOL=h2c serves gRPC on PORT; unset AGENTFN_GRPC_PORT")
+        if self.grpc_port == self.port:
+            raise ValueError(f"AGENTFN_GRPC_PORT and PORT are both {self.port}")
         return self
 
     @property
