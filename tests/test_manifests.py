@@ -47,7 +47,9 @@ def eventing_documents() -> list[dict[str, Any]]:
 def test_knative_manifests_hold_eventing_objects() -> None:
     kinds = [d["kind"] for d in eventing_documents()]
     assert kinds.count("Broker") == 1
-    assert kinds.count("Trigger") == 4  # one per reference agent: each consumes one type
+    # One per handler: each consumes one type (the planner has two: tasks, and plan requests,
+    # which its peers ask over gRPC but the broker may deliver too).
+    assert kinds.count("Trigger") == 5
 
 
 @pytest.mark.parametrize(
@@ -77,6 +79,7 @@ def test_the_embedded_broker_reads_the_same_manifests() -> None:
     topology = load_topology([PROJECT / "knative"])  # the folder, as `--triggers knative/`
     assert {t.name for t in topology.triggers} == {
         "planner-agentfn-task-submitted",
+        "planner-agentfn-plan-requested",
         "worker-agentfn-work-requested",
         "aggregator-agentfn-work-completed",
         "flaky-agentfn-flaky-requested",

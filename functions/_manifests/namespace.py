@@ -2,7 +2,8 @@
 
 The quota is sized from what the render puts in the namespace, at its largest: every agent at
 its ``max_scale`` (an unbounded agent at :data:`~.sizing.UNBOUNDED_MAX_SCALE` replicas, so the
-quota is what bounds it), one rollout pod more per workload (:data:`~.sizing.ROLLOUT_SURGE`),
+quota is what bounds it; a gRPC agent twice, its ``-rpc`` Service scaling on its own), one
+rollout pod more per workload (:data:`~.sizing.ROLLOUT_SURGE`),
 each pod with its containers as admitted: the agent's own (its ``Resources``, or the
 LimitRange's defaults where it declares none), Knative's queue-proxy (:data:`~.sizing.QUEUE_PROXY`)
 and, with ``--otel sidecar``, the collector; then the platform's pods: the ``dead-letters``
@@ -23,6 +24,7 @@ from agentfn.functions._loader import DiscoveredAgent
 from agentfn.functions._manifests._meta import DEAD_LETTERS as DEAD_LETTERS_SERVICE
 from agentfn.functions._manifests._meta import labels, metadata
 from agentfn.functions._manifests.options import RenderOptions
+from agentfn.functions._manifests.services import rpc_service_name
 from agentfn.functions._manifests.sizing import (
     COLLECTOR,
     DEAD_LETTERS,
@@ -80,14 +82,14 @@ def workloads(agents: Sequence[DiscoveredAgent], options: RenderOptions) -> list
     queue_proxy = effective_size(QUEUE_PROXY)
     collector = effective_size(COLLECTOR)
     sidecar = (collector,) if options.otel == "sidecar" else ()
-    counted = [
-        Workload(
-            found.agent.spec.name,
-            max_replicas(found.agent.spec.scaling) + ROLLOUT_SURGE,
-            (effective_size(found.agent.spec.resources), queue_proxy, *sidecar),
-        )
-        for found in sorted(agents, key=lambda found: found.agent.spec.name)
-    ]
+    counted: list[Workload] = []
+    for found in sorted(agents, key=lambda found: found.agent.spec.name):
+        spec = found.agent.spec
+        pod = (effective_size(spec.resources), queue_proxy, *sidecar)
+        replicas = max_replicas(spec.scaling) + ROLLOUT_SURGE
+        counted.append(Workload(spec.name, replicas, pod))
+        if spec.grpc:  # its ``-rpc`` Service scales on its own, to the same bound
+            counted.append(Workload(rpc_service_name(spec.name), replicas, pod))
     counted.append(
         Workload(
             DEAD_LETTERS_SERVICE,

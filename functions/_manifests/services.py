@@ -23,6 +23,20 @@ rounded up, plus :data:`TIMEOUT_MARGIN_S`: the broker gives up on an attempt fir
 it, and Knative never cuts a request the broker still waits for. The container has one port,
 ``http1`` 8080, readiness on ``/readyz`` (the idempotency store answers), liveness on
 ``/healthz``, and every request and limit explicit (:func:`sizing.container_resources`).
+
+An agent declared with ``grpc=True`` gets a second Service, ``<agent>-rpc``
+(:func:`rpc_service`): the same image, env, size and autoscaling, but its one port is ``h2c``
+8080 and ``AGENTFN_PROTOCOL=h2c`` makes ``agentfn serve`` answer only gRPC there. Knative
+speaks HTTP/2 cleartext to an ``h2c`` port for every request, which the broker's HTTP/1.1
+CloudEvents deliveries cannot share, hence two Services rather than one. Its probes are gRPC
+health checks (``grpc.health.v1``), on the container port: Kubernetes requires the port of a
+gRPC probe, and Knative's queue-proxy runs the readiness one. Its ``timeoutSeconds`` is
+:data:`RPC_TIMEOUT_S`: a unary call carries its own deadline, and the bound is what a
+``Session`` stream (one request to Knative) may last. It carries the agent's labels, so the
+SinkBinding gives it ``K_SINK`` too (a handler answering a call may publish), plus
+``agentfn.dev/protocol: h2c``. Every agent's container is told where the gRPC agents are:
+``AGENTFN_RPC_TARGETS`` maps each one's name to ``<agent>-rpc.<namespace>.svc.cluster.local:80``
+(the cluster-local address of a Knative Service; :func:`rpc_targets`).
 """
 
 from __future__ import annotations
@@ -55,13 +69,21 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AUTOSCALING",
+    "PROTOCOL_LABEL",
+    "RPC_SUFFIX",
+    "RPC_TARGETS_ENV",
+    "RPC_TIMEOUT_S",
     "SCALE_TO_ZERO_RETENTION",
     "TARGET_UTILIZATION",
     "TIMEOUT_MARGIN_S",
     "agent_service",
     "autoscaling_annotations",
+    "grpc_probes",
     "probes",
     "redis_env",
+    "rpc_service",
+    "rpc_service_name",
+    "rpc_targets",
     "services_documents",
     "sink_binding",
 ]
@@ -74,6 +96,15 @@ TIMEOUT_MARGIN_S: Final = 5
 #: The container of the agent (a sidecar collector sits beside it, portless).
 CONTAINER: Final = "agent"
 SINK_BINDING: Final = "agentfn-agents"
+#: ``<agent>`` + this names the h2c Service of an agent declared with ``grpc=True``.
+RPC_SUFFIX: Final = "-rpc"
+#: Knative's default ``max-revision-timeout-seconds``: the longest a Session stream may last.
+RPC_TIMEOUT_S: Final = 600
+PROTOCOL_LABEL: Final = "agentfn.dev/protocol"
+#: ``name=host:port,...``: where each gRPC agent is reached (what ``ctx.rpc(name)`` dials).
+RPC_TARGETS_ENV: Final = "AGENTFN_RPC_TARGETS"
+#: A Knative Service name is a DNS-1035 label.
+_MAX_NAME: Final = 63
 
 
 def autoscaling_annotations(scaling: Scaling) -> dict[str, str]:
@@ -103,6 +134,12 @@ def probes(readiness: str, liveness: str = "/healthz") -> dict[str, Any]:
     }
 
 
+def grpc_probes() -> dict[str, Any]:
+    """gRPC health probes (``grpc.health.v1``, the server's overall status) on the one port."""
+    check = {"port": HTTP_PORT, "service": ""}
+    return {"livenessProbe": {"grpc": dict(check)}, "readinessProbe": {"grpc": dict(check)}}
+
+
 def redis_env() -> dict[str, Any]:
     """``AGENTFN_REDIS_URL`` from the ``agentfn-redis`` Secret (a template: fill in the URL)."""
     return {
@@ -111,11 +148,27 @@ def redis_env() -> dict[str, Any]:
     }
 
 
-def _env(found: DiscoveredAgent, options: RenderOptions) -> list[dict[str, Any]]:
+def rpc_service_name(name: str) -> str:
+    """The h2c Service of agent ``name``."""
+    return name + RPC_SUFFIX
+
+
+def rpc_targets(agents: Iterable[DiscoveredAgent], options: RenderOptions) -> str:
+    """``AGENTFN_RPC_TARGETS``: each gRPC agent's cluster-local address, by name ('' if none)."""
+    names = sorted(found.agent.spec.name for found in agents if found.agent.spec.grpc)
+    return ",".join(
+        f"{name}={rpc_service_name(name)}.{options.namespace}.svc.cluster.local:80"
+        for name in names
+    )
+
+
+def _env(found: DiscoveredAgent, options: RenderOptions, targets: str = "") -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [
         {"name": "AGENTFN_AGENT", "value": found.target},
         redis_env(),
     ]
+    if targets:
+        env.append({"name": RPC_TARGETS_ENV, "value": targets})
     endpoint = otlp_endpoint(options)
     if endpoint is not None:
         env.append({"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": endpoint})
@@ -128,26 +181,74 @@ def _timeout_seconds(found: DiscoveredAgent) -> int:
     return math.ceil(attempt) + TIMEOUT_MARGIN_S
 
 
-def agent_service(found: DiscoveredAgent, options: RenderOptions) -> dict[str, Any]:
-    """The ``serving.knative.dev/v1`` Service running ``found``."""
+def agent_service(
+    found: DiscoveredAgent, options: RenderOptions, *, targets: str = ""
+) -> dict[str, Any]:
+    """The ``serving.knative.dev/v1`` Service running ``found`` (``targets``: see
+    :func:`rpc_targets`)."""
     spec = found.agent.spec
-    selector = {AGENT_LABEL: spec.name, ROLE_LABEL: "agent"}
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": options.image,
+        "env": _env(found, options, targets),
+        "ports": [{"name": "http1", "containerPort": HTTP_PORT}],
+        **probes("/readyz"),
+        "resources": sizing.container_resources(spec.resources),
+    }
+    return _service(
+        found, options, spec.name, container, timeout_s=_timeout_seconds(found), extra_labels={}
+    )
+
+
+def rpc_service(
+    found: DiscoveredAgent, options: RenderOptions, *, targets: str = ""
+) -> dict[str, Any]:
+    """The ``<agent>-rpc`` Service: the agent answering gRPC on an ``h2c`` port (module doc)."""
+    spec = found.agent.spec
+    name = rpc_service_name(spec.name)
+    if len(name) > _MAX_NAME:
+        raise ValueError(
+            f"agent {spec.name}: its gRPC Service {name!r} is longer than {_MAX_NAME} "
+            "characters; shorten the agent's name"
+        )
+    env = [*_env(found, options, targets), {"name": "AGENTFN_PROTOCOL", "value": "h2c"}]
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": options.image,
+        "env": env,
+        "ports": [{"name": "h2c", "containerPort": HTTP_PORT}],
+        **grpc_probes(),
+        "resources": sizing.container_resources(spec.resources),
+    }
+    return _service(
+        found,
+        options,
+        name,
+        container,
+        timeout_s=RPC_TIMEOUT_S,
+        extra_labels={PROTOCOL_LABEL: "h2c"},
+    )
+
+
+def _service(
+    found: DiscoveredAgent,
+    options: RenderOptions,
+    name: str,
+    container: dict[str, Any],
+    *,
+    timeout_s: int,
+    extra_labels: dict[str, str],
+) -> dict[str, Any]:
+    spec = found.agent.spec
+    selector = {AGENT_LABEL: spec.name, ROLE_LABEL: "agent", **extra_labels}
     if spec.scaling.autoscaler == "hpa" and spec.resources.cpu is None:
         raise ValueError(
             f"agent {spec.name}: the hpa autoscaler scales on CPU utilisation, "
             "which needs a cpu request: declare Resources(cpu=...)"
         )
-    container: dict[str, Any] = {
-        "name": CONTAINER,
-        "image": options.image,
-        "env": _env(found, options),
-        "ports": [{"name": "http1", "containerPort": HTTP_PORT}],
-        **probes("/readyz"),
-        "resources": sizing.container_resources(spec.resources),
-    }
     pod: dict[str, Any] = {
         "containerConcurrency": spec.scaling.container_concurrency,
-        "timeoutSeconds": _timeout_seconds(found),
+        "timeoutSeconds": timeout_s,
         "containers": [container],
     }
     sidecar, volume = collector_sidecar(options), collector_volume(options)
@@ -159,7 +260,7 @@ def agent_service(found: DiscoveredAgent, options: RenderOptions) -> dict[str, A
     return {
         "apiVersion": SERVING_API,
         "kind": "Service",
-        "metadata": metadata(spec.name, options, extra_labels=selector),
+        "metadata": metadata(name, options, extra_labels=selector),
         "spec": {
             "template": {
                 "metadata": {
@@ -198,6 +299,13 @@ def sink_binding(options: RenderOptions) -> dict[str, Any]:
 def services_documents(
     agents: Iterable[DiscoveredAgent], options: RenderOptions
 ) -> list[dict[str, Any]]:
-    """Every agent's Service (by name), then the SinkBinding."""
+    """Every agent's Service (by name; a gRPC agent's ``-rpc`` Service after its own), then
+    the SinkBinding."""
     ordered = sorted(agents, key=lambda found: found.agent.spec.name)
-    return [*(agent_service(found, options) for found in ordered), sink_binding(options)]
+    targets = rpc_targets(ordered, options)
+    documents: list[dict[str, Any]] = []
+    for found in ordered:
+        documents.append(agent_service(found, options, targets=targets))
+        if found.agent.spec.grpc:
+            documents.append(rpc_service(found, options, targets=targets))
+    return [*documents, sink_binding(options)]

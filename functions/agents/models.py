@@ -9,12 +9,16 @@ from pydantic import BaseModel, Field
 __all__ = [
     "FLAKY_COMPLETED",
     "FLAKY_REQUESTED",
+    "PLAN_DESCRIBED",
+    "PLAN_REQUESTED",
     "REPORT_READY",
     "TASK_SUBMITTED",
     "WORK_COMPLETED",
     "WORK_REQUESTED",
     "FlakyCompleted",
     "FlakyRequested",
+    "PlanDescribed",
+    "PlanRequested",
     "ReportReady",
     "TaskSubmitted",
     "TermCount",
@@ -28,6 +32,9 @@ WORK_COMPLETED: Final = "agentfn.work.completed"
 REPORT_READY: Final = "agentfn.report.ready"
 FLAKY_REQUESTED: Final = "agentfn.flaky.requested"
 FLAKY_COMPLETED: Final = "agentfn.flaky.completed"
+#: Asked of the planner over a unary gRPC call, never through the broker.
+PLAN_REQUESTED: Final = "agentfn.plan.requested"
+PLAN_DESCRIBED: Final = "agentfn.plan.described"
 
 
 class TaskSubmitted(BaseModel):
@@ -47,6 +54,20 @@ class WorkRequested(BaseModel):
     total: int = Field(ge=1)
     text: str = Field(min_length=1)
     top_terms: int = Field(default=5, ge=1, le=50)
+
+
+class PlanRequested(BaseModel):
+    """What the planner planned for the chain ``chain_id``."""
+
+    chain_id: str = Field(min_length=1)
+
+
+class PlanDescribed(BaseModel):
+    """The planner's record of a chain: ``chunks`` work items (``None``: no plan recorded)."""
+
+    chain_id: str
+    chunks: int | None = Field(default=None, ge=1)
+    title: str = ""
 
 
 class TermCount(BaseModel):

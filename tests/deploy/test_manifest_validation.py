@@ -13,7 +13,8 @@ reach. What stands in for it:
 - the checks the schemas leave open, each a function returning its problems, each shown to
   catch a broken copy of a rendered document: names, labels and port names as Kubernetes
   spells them; Knative autoscaling annotations known and well-valued; one container port, named
-  ``http1`` or ``h2c``; every Trigger's delivery complete with a dead-letter sink in the render;
+  ``http1`` or ``h2c``, probed in its protocol (gRPC health checks on ``h2c``); every
+  Trigger's delivery complete with a dead-letter sink in the render;
   every reference (Destination, ConfigMap, Secret and their keys, volume, selector, in-cluster
   URL) resolving inside the render; the ResourceQuota covering every pod at its largest; every
   pod passing the Pod Security level the Namespace enforces.
@@ -505,6 +506,8 @@ def port_problems(documents: Sequence[Document]) -> list[str]:
                 problems.append(f"{what}: port named {port.get('name')!r}, not http1 or h2c")
             if "containerPort" not in port:
                 problems.append(f"{what}: port of {container.get('name')} has no containerPort")
+        for container, port in ports:
+            problems += _probe_protocol_problems(what, container, port)
         names = [c.get("name") for c in containers]
         if len(containers) > 1 and (None in names or len(set(names)) != len(names)):
             problems.append(f"{what}: containers need distinct names: {names}")
@@ -514,6 +517,24 @@ def port_problems(documents: Sequence[Document]) -> list[str]:
             ]
             if probes and not container.get("ports"):
                 problems.append(f"{what}: {container.get('name')} is a sidecar with {probes}")
+    return problems
+
+
+def _probe_protocol_problems(
+    what: str, container: Mapping[str, Any], port: Mapping[str, Any]
+) -> list[str]:
+    """Probes the port's protocol can answer: on ``h2c`` (gRPC only, HTTP/2 for every request)
+    no HTTP/1.1 GET, on ``http1`` no gRPC health check; a gRPC probe on the container port."""
+    problems: list[str] = []
+    for kind in ("readinessProbe", "livenessProbe", "startupProbe"):
+        probe = container.get(kind) or {}
+        if port.get("name") == "h2c" and "httpGet" in probe:
+            problems.append(f"{what}: {kind} is an HTTP GET on the gRPC-only h2c port")
+        if port.get("name") == "http1" and "grpc" in probe:
+            problems.append(f"{what}: {kind} is a gRPC health check on the http1 port")
+        grpc_port = (probe.get("grpc") or {}).get("port")
+        if "grpc" in probe and grpc_port != port.get("containerPort"):
+            problems.append(f"{what}: {kind} checks gRPC on port {grpc_port}, not the container's")
     return problems
 
 
@@ -1100,6 +1121,24 @@ BREAKS: dict[str, tuple[Callable[[list[Document]], list[str]], RenderOptions, Br
         RenderOptions(),
         lambda ds: _serving(ds, "planner").pop("ports"),
         "0 container ports",
+    ),
+    "h2c-probed-over-http": (
+        port_problems,
+        RenderOptions(),
+        lambda ds: _set(_serving(ds, "planner-rpc"), "readinessProbe", {"httpGet": {"path": "/"}}),
+        "readinessProbe is an HTTP GET on the gRPC-only h2c port",
+    ),
+    "http1-probed-over-grpc": (
+        port_problems,
+        RenderOptions(),
+        lambda ds: _set(_serving(ds, "planner"), "livenessProbe", {"grpc": {"port": 8080}}),
+        "livenessProbe is a gRPC health check on the http1 port",
+    ),
+    "grpc-probe-off-port": (
+        port_problems,
+        RenderOptions(),
+        lambda ds: _set(_serving(ds, "planner-rpc")["livenessProbe"]["grpc"], "port", 9090),
+        "livenessProbe checks gRPC on port 9090, not the container's",
     ),
     # triggers
     "no-retry": (

@@ -161,17 +161,18 @@ def test_the_quota_of_the_reference_agents_is_summed_exactly() -> None:
         ("LimitRange", "agentfn"),
     ]
     # Agent pods at max scale plus one rollout pod: aggregator 3+1, flaky unbounded 10+1,
-    # planner 5+1, worker 20+1 = 42; dead-letters 1+1, the shared collector 1+1, Redis 1.
-    # Requests: 21 undeclared agent pods at 100m/128Mi, worker 21 at 250m/256Mi, queue-proxy
-    # 44 at 25m/50Mi, dead-letters 2 at 100m/128Mi, collector 2 at 50m/64Mi, Redis 100m/128Mi.
-    # Limits: agents 42 at 500m/256Mi, queue-proxy 44 at 500m/200Mi, dead-letters 2 at
+    # planner 5+1 and its gRPC Service planner-rpc 5+1, worker 20+1 = 48; dead-letters 1+1,
+    # the shared collector 1+1, Redis 1.
+    # Requests: 27 undeclared agent pods at 100m/128Mi, worker 21 at 250m/256Mi, queue-proxy
+    # 50 at 25m/50Mi, dead-letters 2 at 100m/128Mi, collector 2 at 50m/64Mi, Redis 100m/128Mi.
+    # Limits: agents 48 at 500m/256Mi, queue-proxy 50 at 500m/200Mi, dead-letters 2 at
     # 500m/256Mi, collector 2 at 100m/128Mi, Redis 500m/256Mi.
     assert documents[1]["spec"]["hard"] == {
-        "pods": "47",
-        "requests.cpu": f"{21 * 100 + 21 * 250 + 44 * 25 + 2 * 100 + 2 * 50 + 100}m",
-        "requests.memory": f"{21 * 128 + 21 * 256 + 44 * 50 + 2 * 128 + 2 * 64 + 128}Mi",
-        "limits.cpu": f"{42 * 500 + 44 * 500 + 2 * 500 + 2 * 100 + 500}m",
-        "limits.memory": f"{42 * 256 + 44 * 200 + 2 * 256 + 2 * 128 + 256}Mi",
+        "pods": "53",
+        "requests.cpu": f"{27 * 100 + 21 * 250 + 50 * 25 + 2 * 100 + 2 * 50 + 100}m",
+        "requests.memory": f"{27 * 128 + 21 * 256 + 50 * 50 + 2 * 128 + 2 * 64 + 128}Mi",
+        "limits.cpu": f"{48 * 500 + 50 * 500 + 2 * 500 + 2 * 100 + 500}m",
+        "limits.memory": f"{48 * 256 + 50 * 200 + 2 * 256 + 2 * 128 + 256}Mi",
     }
     assert documents[2]["spec"]["limits"] == [
         {

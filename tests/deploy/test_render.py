@@ -32,7 +32,14 @@ from agentfn.functions._loader import DiscoveredAgent, discover_agents
 from agentfn.functions._manifests.deadletters import alert_expression
 from agentfn.functions._manifests.options import Profile, RenderOptions
 from agentfn.functions._manifests.render import dump, header, render
-from agentfn.functions._manifests.services import agent_service, autoscaling_annotations
+from agentfn.functions._manifests.services import (
+    RPC_TIMEOUT_S,
+    agent_service,
+    autoscaling_annotations,
+    rpc_service,
+    services_documents,
+)
+from agentfn.functions.agents import _peers
 from pydantic import BaseModel, ValidationError
 
 from tests._servers import RedisServer, free_port
@@ -106,8 +113,8 @@ def test_committed_knative_is_what_agentfn_render_writes(tmp_path: Path) -> None
             f"knative/{name} differs from what `agentfn render` writes: run `agentfn render`"
         )
     # It says what it wrote, each file with its kinds.
-    assert f"wrote {tmp_path / 'agents.yaml'} (4 Service, SinkBinding)" in result.stdout
-    assert f"wrote {tmp_path / 'triggers.yaml'} (4 Trigger)" in result.stdout
+    assert f"wrote {tmp_path / 'agents.yaml'} (5 Service, SinkBinding)" in result.stdout
+    assert f"wrote {tmp_path / 'triggers.yaml'} (5 Trigger)" in result.stdout
 
 
 def test_the_render_is_the_same_whatever_the_hash_seed(tmp_path: Path) -> None:
@@ -279,6 +286,63 @@ def test_the_container_env_port_and_probes() -> None:
     assert container["livenessProbe"] == {"httpGet": {"path": "/healthz"}}
 
 
+def test_a_grpc_agent_gets_an_h2c_service_from_the_same_image() -> None:
+    found = _agent(grpc=True, scaling=Scaling(max_scale=4, target_concurrency=7))
+    options = RenderOptions(image="reg.example/a:1")
+    http, rpc = agent_service(found, options), rpc_service(found, options)
+    assert rpc["metadata"]["name"] == "probe-rpc"
+    assert rpc["metadata"]["labels"] == {
+        **http["metadata"]["labels"],
+        "agentfn.dev/protocol": "h2c",
+    }
+    # The same scaling and size: only the protocol, the probes and the bound differ.
+    assert (
+        rpc["spec"]["template"]["metadata"]["annotations"]
+        == (http["spec"]["template"]["metadata"]["annotations"])
+    )
+    assert rpc["spec"]["template"]["spec"]["timeoutSeconds"] == RPC_TIMEOUT_S == 600
+    assert rpc["spec"]["template"]["spec"]["containerConcurrency"] == 0
+    (container,) = _containers(rpc)
+    (served,) = _containers(http)
+    assert container["image"] == served["image"] == "reg.example/a:1"
+    assert container["resources"] == served["resources"]
+    assert container["env"] == [*served["env"], {"name": "AGENTFN_PROTOCOL", "value": "h2c"}]
+    assert container["ports"] == [{"name": "h2c", "containerPort": 8080}]
+    # gRPC health checks: the container answers nothing but HTTP/2 gRPC on its one port.
+    check = {"port": 8080, "service": ""}
+    assert container["readinessProbe"] == {"grpc": check}
+    assert container["livenessProbe"] == {"grpc": check}
+
+
+def test_only_grpc_agents_get_an_rpc_service_and_every_agent_their_addresses() -> None:
+    agents = [_agent("caller"), _agent("answerer", grpc=True), _agent("also", grpc=True)]
+    documents = services_documents(agents, RenderOptions(namespace="team"))
+    names = [d["metadata"]["name"] for d in documents if d["kind"] == "Service"]
+    assert names == ["also", "also-rpc", "answerer", "answerer-rpc", "caller"]
+    targets = (
+        "also=also-rpc.team.svc.cluster.local:80,answerer=answerer-rpc.team.svc.cluster.local:80"
+    )
+    for document in documents[:-1]:
+        env = {e["name"]: e.get("value") for e in _containers(document)[0]["env"]}
+        assert env["AGENTFN_RPC_TARGETS"] == targets, document["metadata"]["name"]
+    # What the reference agents read it with.
+    assert _peers.parse_targets(targets) == {
+        "also": "also-rpc.team.svc.cluster.local:80",
+        "answerer": "answerer-rpc.team.svc.cluster.local:80",
+    }
+    # No gRPC agent: no variable.
+    (alone,) = _containers(services_documents([_agent()], RenderOptions())[0])
+    assert "AGENTFN_RPC_TARGETS" not in {e["name"] for e in alone["env"]}
+
+
+def test_an_rpc_service_name_must_stay_a_dns_label() -> None:
+    with pytest.raises(ValueError, match=r"gRPC Service 'a{60}-rpc' is longer than 63"):
+        rpc_service(_agent("a" * 60, grpc=True), RenderOptions())
+    assert rpc_service(_agent("a" * 59, grpc=True), RenderOptions())["metadata"]["name"] == (
+        "a" * 59 + "-rpc"
+    )
+
+
 def test_a_sidecar_collector_joins_each_agent_without_a_port() -> None:
     service = agent_service(_agent(), RenderOptions(otel="sidecar"))
     agent, collector = _containers(service)
@@ -306,7 +370,8 @@ def test_the_sink_binding_selects_the_agents_and_points_at_the_broker(
         and d["apiVersion"] == "serving.knative.dev/v1"
         and wanted <= d["metadata"]["labels"].items()
     }
-    assert selected == {"planner", "worker", "aggregator", "flaky"}  # not the dead-letters sink
+    # Not the dead-letters sink; the planner's gRPC Service too (a call's handler may publish).
+    assert selected == {"planner", "planner-rpc", "worker", "aggregator", "flaky"}
     assert binding["spec"]["sink"] == {
         "ref": {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "name": "events"}
     }
@@ -789,7 +854,7 @@ def test_namespace_broker_and_image_change_every_place(
         if d["kind"] == "Service" and d["apiVersion"] == "serving.knative.dev/v1"
         for container in _containers(d)
     ]
-    assert len(ours) == 5  # four agents and the sink
+    assert len(ours) == 6  # four agents, the planner's gRPC Service and the sink
     assert {c["image"] for c in ours} == {"reg.example/agentfn:7"}
     for trigger in rendered["triggers.yaml"]:
         assert trigger["spec"]["broker"] == "events"
