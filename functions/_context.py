@@ -8,13 +8,15 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from agentfn.events import AttributeValue, CloudEvent
+from agentfn.events import AttributeValue, CloudEvent, extensions
 from agentfn.functions._publisher import HTTPClient
+from agentfn.functions._rpc import AgentClient, RpcEvents
 
 if TYPE_CHECKING:
     from agentfn.functions._breaker import CircuitBreakers
     from agentfn.functions._outbox import Outbox
     from agentfn.functions._publisher import SessionPool
+    from agentfn.functions._rpc import ChannelPool
     from agentfn.functions._spec import HandlerSpec
     from agentfn.functions.settings import Settings
     from opentelemetry.trace import Span
@@ -26,7 +28,11 @@ __all__ = ["Context", "Services"]
 
 @dataclass(frozen=True, slots=True, eq=False)
 class Services:
-    """What every handling of one agent shares with its handler; built once per app."""
+    """What every handling of one agent shares with its handler; built once per app.
+
+    ``source`` is the agent's CloudEvents source (what events it sends over ``ctx.rpc``
+    carry); ``channels`` the app's gRPC channels (``None``: ``ctx.rpc`` is refused).
+    """
 
     agent: str
     logger: logging.Logger
@@ -35,6 +41,8 @@ class Services:
     redis: Redis | None
     breakers: CircuitBreakers
     sessions: SessionPool
+    channels: ChannelPool | None = None
+    source: str = "/agentfn/agents/unnamed"
 
 
 class Context:
@@ -42,18 +50,20 @@ class Context:
 
     ``event`` is the incoming CloudEvent (all its attributes); ``chain_id`` identifies the run
     of the agent chain; ``span`` is the OpenTelemetry span of this handling. Outbound clients:
-    :attr:`http` (breaker-guarded, traced HTTP), :meth:`guard` (a breaker around any other
-    call: gRPC, inference), :meth:`publish` (an event to the broker, besides the reply),
-    :attr:`redis` (the agent's Redis client when one is configured).
+    :attr:`http` (breaker-guarded, traced HTTP), :meth:`rpc` (another agent over gRPC),
+    :meth:`guard` (a breaker around any other call: inference, a database),
+    :meth:`publish` (an event to the broker, besides the reply), :attr:`redis` (the agent's
+    Redis client when one is configured).
     """
 
-    __slots__ = ("_http", "_logger", "_outbox", "_services")
+    __slots__ = ("_http", "_logger", "_outbox", "_rpc_events", "_services")
 
     def __init__(self, services: Services, outbox: Outbox) -> None:
         self._services = services
         self._outbox = outbox
         self._logger: logging.LoggerAdapter[logging.Logger] | None = None
         self._http: HTTPClient | None = None
+        self._rpc_events: RpcEvents | None = None
 
     @property
     def event(self) -> CloudEvent:
@@ -131,6 +141,41 @@ class Context:
                 services.sessions, services.breakers, self._outbox.trace_carrier()
             )
         return self._http
+
+    def rpc(self, target: str) -> AgentClient:
+        """A gRPC client of the agent at ``target`` (``host:port`` or its Knative URL).
+
+        ``await ctx.rpc("http://planner-rpc.agentfn.svc.cluster.local").call(model,
+        type="chain.count.asked")`` returns the reply event (or ``None``); ``async with
+        ctx.rpc(target).session() as stream`` opens a stream. The app's one channel per
+        target and its breaker of that target are used; each call's deadline is what is left
+        of this handler's (unless a shorter ``timeout`` is given), its metadata and event
+        carry this handling's trace context and chain id, and a model's event id is derived
+        from the incoming event, so a retried handler's calls are answered from what the
+        target stored. An unreachable target raises :class:`RpcUnavailableError` (503).
+        """
+        services = self._services
+        if services.channels is None:
+            raise RuntimeError(f"agent {services.agent!r} was built without gRPC channels")
+        outbox = self._outbox
+        events = self._rpc_events
+        if events is None:
+            carried = {extensions.CHAIN_ID: outbox.chain_id, **outbox.trace_carrier()}
+            events = self._rpc_events = RpcEvents(
+                services.agent,
+                services.source,
+                incoming=outbox.event,
+                handler=outbox.handler,
+                carried=carried,
+            )
+        return AgentClient(
+            target,
+            channels=services.channels,
+            breakers=services.breakers,
+            events=events,
+            deadline=outbox.deadline,
+            metadata=outbox.trace_carrier(),
+        )
 
     async def publish(
         self, payload: BaseModel | CloudEvent, *, type: str | None = None

@@ -20,6 +20,7 @@ from agentfn.functions._idempotency import (
 )
 from agentfn.functions._publisher import HttpPublisher, NoPublisher, Publisher, SessionPool
 from agentfn.functions._redis import redis_client
+from agentfn.functions._rpc import ChannelPool, RpcPolicy
 
 if TYPE_CHECKING:
     from agentfn.functions.settings import Settings
@@ -30,7 +31,10 @@ __all__ = ["Parts", "wire"]
 
 @dataclass(frozen=True, slots=True, eq=False)
 class Parts:
-    """What an app is assembled from; ``closers`` close what :func:`wire` opened."""
+    """What an app is assembled from; ``closers`` close what :func:`wire` opened.
+
+    ``channels``: the gRPC channels of ``ctx.rpc``, one per target (none open until a call).
+    """
 
     settings: Settings
     redis: Redis | None
@@ -39,6 +43,7 @@ class Parts:
     sessions: SessionPool
     publisher: Publisher
     closers: tuple[Callable[[], Awaitable[None]], ...]
+    channels: ChannelPool
 
 
 def wire(
@@ -89,4 +94,6 @@ def wire(
             if settings.broker_url
             else NoPublisher(agent)
         )
-    return Parts(settings, redis, store, breakers, sessions, publisher, tuple(closers))
+    channels = ChannelPool(RpcPolicy.from_settings(settings))
+    closers.append(channels.aclose)
+    return Parts(settings, redis, store, breakers, sessions, publisher, tuple(closers), channels)

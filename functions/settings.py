@@ -52,6 +52,19 @@ passes the result down; no other module of :mod:`functions` reads these variable
 ``AGENTFN_MAX_BODY_BYTES`` (33554432: 32 MiB)
     Largest request body the agent reads; a larger one is answered 413 (as the broker's
     ``AGENTFN_BROKER_MAX_BODY_BYTES`` bounds what its ingress accepts).
+``AGENTFN_RPC_TIMEOUT_S`` (10)
+    Deadline of a ``ctx.rpc`` call (or stream) made outside a handler, or by a handler with
+    no deadline of its own; a handler's calls default to what is left of its deadline.
+``AGENTFN_RPC_MAX_ATTEMPTS`` (4), ``AGENTFN_RPC_INITIAL_BACKOFF_S`` (0.1),
+``AGENTFN_RPC_MAX_BACKOFF_S`` (2), ``AGENTFN_RPC_BACKOFF_MULTIPLIER`` (2)
+    gRPC's own retry of a call answered ``UNAVAILABLE`` (and of no other code): attempts in
+    all (1 to 5; 1 is no retry) and the exponential backoff between them (from at least
+    0.01 s), within the deadline.
+``AGENTFN_RPC_KEEPALIVE_TIME_S`` (30), ``AGENTFN_RPC_KEEPALIVE_TIMEOUT_S`` (20)
+    HTTP/2 pings on every gRPC channel, also while no call is open: a connection that died
+    silently (an activator or gateway pod replaced, a load balancer's idle entry dropped) is
+    found within their sum rather than by the next call's deadline (the README's gRPC
+    section says why these values).
 
 Tracing export is configured by the standard OpenTelemetry variables, which the OpenTelemetry
 SDK reads itself: ``OTEL_TRACES_EXPORTER`` (``otlp``, ``console`` or ``none``),
@@ -108,6 +121,13 @@ class Settings(BaseSettings):
     retry_after_s: float = Field(default=1.0, ge=0)
     outbound_timeout_s: float = Field(default=10.0, gt=0)
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=1)
+    rpc_timeout_s: float = Field(default=10.0, gt=0)
+    rpc_max_attempts: int = Field(default=4, ge=1, le=5)
+    rpc_initial_backoff_s: float = Field(default=0.1, ge=0.01)
+    rpc_max_backoff_s: float = Field(default=2.0, gt=0)
+    rpc_backoff_multiplier: float = Field(default=2.0, gt=0)
+    rpc_keepalive_time_s: float = Field(default=30.0, gt=0)
+    rpc_keepalive_timeout_s: float = Field(default=20.0, gt=0)
 
     @model_validator(mode="after")
     def _redis_when_required(self) -> Settings:
