@@ -3,9 +3,13 @@
 The seed's three-container pattern, per agent the agent and its collector, around shared infra:
 
 * per agent a service ``<agent>`` running ``agentfn serve`` from the one image (the agent chosen
-  by ``AGENTFN_AGENT``, as in the cluster), and ``<agent>-collector``, an OpenTelemetry
-  Collector that joins the agent's network namespace (``network_mode: service:<agent>``), so
-  the agent exports to ``localhost:4318`` as it would to a sidecar in its pod;
+  by ``AGENTFN_AGENT``, as in the cluster; an agent declared with ``grpc=True`` also serves
+  gRPC on :data:`GRPC_PORT`, ``serve --grpc-port``, where the cluster runs a second, ``h2c``
+  Service: Compose puts no proxy in front that speaks one protocol per port, so one container
+  answers both, and every agent finds it by ``AGENTFN_RPC_TARGETS``, ``<agent>:8081``), and
+  ``<agent>-collector``, an OpenTelemetry Collector that joins the agent's network namespace
+  (``network_mode: service:<agent>``), so the agent exports to ``localhost:4318`` as it would
+  to a sidecar in its pod;
 * ``kafka``: one Apache Kafka node in KRaft mode (broker and controller, no ZooKeeper);
 * ``redis``: idempotency records and the dead letters, append-only;
 * ``broker``: ``agentfn broker --kafka``, routing by the rendered ``knative/`` mounted read-only,
@@ -58,6 +62,7 @@ __all__ = [
     "BROKER",
     "COLLECTOR_IMAGE",
     "DEAD_LETTERS",
+    "GRPC_PORT",
     "KAFKA",
     "KAFKA_IMAGE",
     "REDIS",
@@ -82,6 +87,8 @@ TRIGGERS_MOUNT: Final = "/app/knative"
 _MANIFESTS: Final = "./knative"
 
 _PORT: Final = 8080
+#: Where an agent declared with ``grpc=True`` answers gRPC, beside HTTP on 8080.
+GRPC_PORT: Final = 8081
 _REDIS_URL: Final = f"redis://{REDIS}:6379/0"
 _KAFKA_BOOTSTRAP: Final = f"{KAFKA}:9092"
 #: A KRaft cluster id is a base64url UUID; a fixed one keeps the render deterministic.
@@ -242,20 +249,30 @@ def _broker(options: RenderOptions, agents: Iterable[str]) -> dict[str, Any]:
     }
 
 
-def _agent(item: DiscoveredAgent, options: RenderOptions, ingress: str) -> dict[str, Any]:
+def _rpc_targets(agents: Iterable[DiscoveredAgent]) -> str:
+    """``AGENTFN_RPC_TARGETS``: each gRPC agent's service and gRPC port, by name."""
+    names = sorted(item.agent.spec.name for item in agents if item.agent.spec.grpc)
+    return ",".join(f"{name}={name}:{GRPC_PORT}" for name in names)
+
+
+def _agent(
+    item: DiscoveredAgent, options: RenderOptions, ingress: str, targets: str
+) -> dict[str, Any]:
     name = item.agent.spec.name
     environment = {
         "AGENTFN_AGENT": item.target,
         "AGENTFN_BROKER_URL": ingress,
         "AGENTFN_REDIS_URL": _REDIS_URL,
     }
+    if targets:
+        environment["AGENTFN_RPC_TARGETS"] = targets
     endpoint = otlp_endpoint(options.model_copy(update={"otel": "sidecar"}))
     if options.otel != "off" and endpoint is not None:
         environment["OTEL_EXPORTER_OTLP_ENDPOINT"] = endpoint
         environment["OTEL_SERVICE_NAME"] = name
     return {
         **_from_image(options),
-        "command": ["serve"],
+        "command": ["serve", "--grpc-port", str(GRPC_PORT)] if item.agent.spec.grpc else ["serve"],
         "environment": environment,
         "healthcheck": _http_healthcheck(),
         "depends_on": _healthy(BROKER, REDIS),
@@ -324,9 +341,10 @@ def compose_document(agents: Iterable[DiscoveredAgent], options: RenderOptions) 
         DEAD_LETTERS: _dead_letters(options, ingress),
         BROKER: _broker(options, names),
     }
+    targets = _rpc_targets(ordered)
     for item in ordered:
         name = item.agent.spec.name
-        services[name] = _agent(item, options, ingress)
+        services[name] = _agent(item, options, ingress, targets)
         if options.otel != "off":
             services[collector_name(name)] = _collector(name, options)
     document: dict[str, Any] = {

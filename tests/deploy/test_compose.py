@@ -435,11 +435,15 @@ def test_options_reach_every_service() -> None:
         assert services[name]["image"] == "registry.test/a:1"
         assert services[name]["build"] == {"context": ".", "dockerfile": "Dockerfile"}
     for name in ["aggregator", "flaky", "planner", "worker"]:
-        assert services[name]["command"] == ["serve"]
+        # The planner declares gRPC: it serves it beside HTTP, and every agent knows where.
+        assert services[name]["command"] == (
+            ["serve", "--grpc-port", "8081"] if name == "planner" else ["serve"]
+        )
         assert services[name]["environment"] == {
             "AGENTFN_AGENT": f"agentfn.functions.agents.{name}:agent",
             "AGENTFN_BROKER_URL": ingress,
             "AGENTFN_REDIS_URL": "redis://redis:6379/0",
+            "AGENTFN_RPC_TARGETS": "planner=planner:8081",
             "OTEL_EXPORTER_OTLP_ENDPOINT": "http://localhost:4318",
             "OTEL_SERVICE_NAME": name,
         }
