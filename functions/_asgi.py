@@ -92,6 +92,8 @@ class AgentApp(Started):
             redis=parts.redis,
             breakers=parts.breakers,
             sessions=parts.sessions,
+            channels=parts.channels,
+            source=spec.source,
         )
         self._pipeline = Pipeline(
             spec,
