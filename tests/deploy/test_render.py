@@ -3,7 +3,8 @@ declarations to the manifests does what it says.
 
 The drift test runs the real command; the containers the render describes are started for real
 where this machine can run them (``agentfn serve`` with the rendered environment and no TARGET,
-``agentfn dlq serve`` with the rendered command), so the env names, the paths and the Secret's
+the planner's ``-rpc`` Service answering its gRPC probe and a call from what its HTTP Service
+recorded, ``agentfn dlq serve`` with the rendered command), so the env names, the paths and the Secret's
 key are checked against the programs that read them, not against a copy of their names.
 """
 
@@ -19,12 +20,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import pytest
 import yaml
 from agentfn.brokers.config import load_topology, parse_documents
 from agentfn.brokers.delivery import DEFAULT_ATTEMPT_TIMEOUT, KNATIVE_DEFAULT_DELIVERY
-from agentfn.events import CloudEvent
+from agentfn.events import CloudEvent, from_protobuf, to_protobuf
+from agentfn.events.proto import agent_pb2_grpc
 from agentfn.functions import Agent, Delivery, Resources, Scaling, Settings
 from agentfn.functions._cli.dev import _brokers_in_use, _ingress_broker
 from agentfn.functions._knative import BROKER_DELIVERY, trigger_documents
@@ -40,6 +43,7 @@ from agentfn.functions._manifests.services import (
     services_documents,
 )
 from agentfn.functions.agents import _peers
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pydantic import BaseModel, ValidationError
 
 from tests._servers import RedisServer, free_port
@@ -476,6 +480,58 @@ async def test_the_rendered_agent_container_serves_its_agent_and_publishes_to_k_
             assert answer.status_code < 300, answer.text
             await async_wait_until(lambda: len(broker.events) == 2, message="the fan-out")
     assert {e.type for e in broker.events} == {"agentfn.work.requested"}
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+async def test_the_rendered_rpc_container_answers_grpc_from_what_the_http_one_recorded(
+    reference: list[DiscoveredAgent], redis_session: RedisServer
+) -> None:
+    # The planner's two Services as two processes with their rendered env, sharing only the
+    # Secret's Redis (as two Knative Services' pods do): the http1 one plans a task, the h2c
+    # one passes its gRPC health probe and answers over gRPC how many chunks it planned.
+    documents = render(reference, RenderOptions())["agents.yaml"]
+    (http,) = _containers(_one(documents, "Service", "planner"))
+    (rpc,) = _containers(_one(documents, "Service", "planner-rpc"))
+    http_port, rpc_port = free_port(), free_port()
+    probe = rpc["readinessProbe"]["grpc"]
+    async with _sink() as (broker, broker_url):
+        serve = [sys.executable, "-m", "agentfn.functions.cli", "serve"]
+        http_env = {**_env_of(http, redis_session), "K_SINK": broker_url, "PORT": str(http_port)}
+        rpc_env = {**_env_of(rpc, redis_session), "K_SINK": broker_url, "PORT": str(rpc_port)}
+        assert rpc_env["AGENTFN_PROTOCOL"] == "h2c"
+        with _process(serve, http_env) as planner, _process(serve, rpc_env) as answerer:
+            base = f"http://127.0.0.1:{http_port}"
+            await _ready(f"{base}/readyz", planner)
+            task = CloudEvent.new(
+                "agentfn.task.submitted",
+                "/tests",
+                {"title": "t", "text": TEN_WORDS, "max_words_per_chunk": 5},
+            )
+            headers, body = binary(task)
+            async with httpx.AsyncClient(timeout=10) as client:
+                answer = await client.post(base, headers=headers, content=body)
+            assert answer.status_code < 300, answer.text
+            await async_wait_until(lambda: len(broker.events) == 2, message="the fan-out")
+            (chain,) = {e.attributes["agentfnchainid"] for e in broker.events}
+            # Knative points the probe at the container port: here, the PORT it was given.
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{rpc_port}") as channel:
+                health = health_pb2_grpc.HealthStub(channel)
+
+                async def serving() -> bool:
+                    assert answerer.poll() is None, "the gRPC process exited"
+                    request = health_pb2.HealthCheckRequest(service=probe["service"])
+                    with contextlib.suppress(grpc.aio.AioRpcError):
+                        reply = await health.Check(request, timeout=2)
+                        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+                    return False
+
+                await async_wait_until(serving, timeout=60, message="the gRPC health probe")
+                asked = CloudEvent.new("agentfn.plan.requested", "/tests", {"chain_id": str(chain)})
+                reply = await agent_pb2_grpc.AgentStub(channel).Call(to_protobuf(asked), timeout=10)
+    described = from_protobuf(reply.event)
+    assert described.type == "agentfn.plan.described"
+    assert described.data == {"chain_id": chain, "chunks": 2, "title": "t"}
 
 
 # -- the Broker and the Triggers --------------------------------------------------------------
