@@ -97,6 +97,10 @@ _NEVER = (
     "agentfn.functions._cli._dlq_client",
     "agentfn.functions._cli.send",
     "agentfn.functions._knative",
+    # gRPC (grpcio, protobuf, the server) loads only where it is served or called.
+    "grpc",
+    "google.protobuf",
+    "agentfn.functions._grpc",
 )
 
 
