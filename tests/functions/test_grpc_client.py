@@ -8,6 +8,7 @@ the deadline left, the peer's address, the event. It shows what the client put o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -30,6 +31,7 @@ from agentfn.functions import (
     RetryableError,
     Settings,
 )
+from agentfn.functions._grpc import GrpcServer
 from agentfn.functions._rpc import (
     AgentClient,
     ChannelPool,
@@ -462,3 +464,103 @@ async def test_a_retried_handler_sends_the_same_event_ids(recorder: tuple[str, R
     ids = [a.event.id for a in server.attempts]
     assert ids[:2] == ids[2:]  # the same two calls, so the target can answer from its store
     assert ids[0] != ids[1]
+
+
+# -- against the agent runtime's own gRPC server ----------------------------------------------
+
+
+class Told(BaseModel):
+    text: str
+    runs: int
+
+
+@contextlib.asynccontextmanager
+async def grpc_agent(agent: Agent, **options: Any) -> AsyncIterator[str]:
+    """``agent`` served by :class:`GrpcServer` on loopback; the target to dial."""
+    app = agent.app(**options)
+    async with app, GrpcServer(app, host="127.0.0.1") as server:
+        yield server.address
+
+
+def _teller(runs: list[str]) -> Agent:
+    peer = Agent("teller")
+
+    @peer.on("t.ask", emits={"t.told": Told})
+    async def tell(ask: Ask, ctx: Context) -> Told:
+        runs.append(f"{ctx.span.get_span_context().trace_id:032x}")
+        return Told(text=ask.text.upper(), runs=len(runs))
+
+    return peer
+
+
+def _asker(target: str) -> Agent:
+    asker = Agent("asker")
+
+    @asker.on("t.start", emits={"t.done": Told})
+    async def start(ask: Ask, ctx: Context) -> Told:
+        reply = await ctx.rpc(target).call(ask, type="t.ask")
+        assert reply is not None
+        return Told.model_validate(reply.data)
+
+    return asker
+
+
+async def test_a_call_through_the_peers_server_continues_the_trace_from_http() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    runs: list[str] = []
+    trace_id = "0af7651916cd43dd8448eb211c80319c"
+    settings = Settings(**FAST)
+    async with grpc_agent(_teller(runs), settings=settings, tracer_provider=provider) as target:
+        app = _asker(target).app(settings=settings, tracer_provider=provider)
+        async with serving(app) as url, httpx.AsyncClient(base_url=url) as http:
+            response = await post(
+                http,
+                event("t.start", {"text": "hi"}),
+                traceparent=f"00-{trace_id}-b7ad6b7169203331-01",
+            )
+    assert response.status_code == 200, response.text
+    assert response.json() == {"text": "HI", "runs": 1}
+    assert runs == [trace_id]
+    spans = {span.attributes["agentfn.agent"]: span for span in exporter.get_finished_spans()}
+    asker, teller = spans["asker"], spans["teller"]
+    assert teller.parent is not None
+    assert teller.parent.span_id == asker.get_span_context().span_id
+
+
+async def test_a_retried_handlers_call_is_answered_from_the_peers_record() -> None:
+    runs: list[str] = []
+    started = event("t.start", {"text": "once"})
+    async with (
+        grpc_agent(_teller(runs), settings=Settings(rpc_initial_backoff_s=0.01)) as target,
+        _asker(target).app(settings=Settings(**FAST)) as app,
+    ):
+        answers = [await app.deliver(started) for _ in range(2)]
+    assert [a[0] for a in answers] == [200, 200]
+    assert answers[0][2] == answers[1][2] == b'{"text":"ONCE","runs":1}'
+    assert len(runs) == 1  # the peer ran once: the second call had the same source and id
+
+
+async def test_a_peers_retryable_failure_is_retried_with_its_pushback_then_answers_503() -> None:
+    runs: list[int] = []
+    peer = Agent("flaky")
+
+    @peer.on("t.ask", emits={"t.told": Told})
+    async def tell(ask: Ask) -> Told:
+        runs.append(1)
+        raise RetryableError("warming up", retry_after=0.2)
+
+    settings = Settings(rpc_max_attempts=2, **FAST)
+    async with (
+        grpc_agent(peer, settings=settings) as target,
+        _asker(target).app(settings=settings) as app,
+    ):
+        status, headers, body = await app.deliver(event("t.start", {"text": "x"}))
+        breakers = app.breakers
+    # gRPC retried once (max 2 attempts), after the delay the peer's trailers asked for.
+    assert len(runs) == 2
+    assert status == 503
+    assert (b"retry-after", b"1") in headers  # the peer's whole-second retry-after, carried on
+    assert f"gRPC target {target}: answered UNAVAILABLE".encode() in body
+    assert breakers.last_state(target) is BreakerState.CLOSED  # one failure of five
