@@ -61,6 +61,13 @@ if TYPE_CHECKING:
         RedisIdempotencyStore,
     )
     from agentfn.functions._publisher import HTTPClient, HttpPublisher, HTTPResponse, Publisher
+    from agentfn.functions._rpc import (
+        AgentClient,
+        RpcError,
+        RpcPolicy,
+        RpcSession,
+        RpcUnavailableError,
+    )
     from agentfn.functions._spec import AgentSpec, HandlerSpec
     from agentfn.functions._tracing import configure_from_env as configure_tracing
     from agentfn.functions.settings import Settings
@@ -95,6 +102,13 @@ _MODULES: Final = {
         "RedisIdempotencyStore",
     ),
     "agentfn.functions._publisher": ("HTTPClient", "HttpPublisher", "HTTPResponse", "Publisher"),
+    "agentfn.functions._rpc": (
+        "AgentClient",
+        "RpcError",
+        "RpcPolicy",
+        "RpcSession",
+        "RpcUnavailableError",
+    ),
     "agentfn.functions._spec": ("AgentSpec", "HandlerSpec"),
     "agentfn.functions._tracing": ("configure_tracing",),
     "agentfn.functions.settings": ("Settings",),
@@ -105,6 +119,7 @@ _RENAMED: Final = {"configure_tracing": "configure_from_env"}
 __all__ = [
     "Agent",
     "AgentApp",
+    "AgentClient",
     "AgentDefinitionError",
     "AgentSpec",
     "BreakerPolicy",
@@ -129,6 +144,10 @@ __all__ = [
     "RedisIdempotencyStore",
     "Resources",
     "RetryableError",
+    "RpcError",
+    "RpcPolicy",
+    "RpcSession",
+    "RpcUnavailableError",
     "Scaling",
     "Settings",
     "StoreUnavailableError",
