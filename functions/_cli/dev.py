@@ -9,11 +9,18 @@ Broker every Trigger uses (``/agentfn/default`` for ``knative/``, the render's n
 of the default Broker ``/default/default`` (where the agents' own Triggers are), with each
 Broker's path printed when the Triggers use several.
 
+An agent declared with ``grpc=True`` also serves gRPC, on a port of its own
+(``agentfn serve --grpc-port``), and every agent process is told where in
+``AGENTFN_RPC_TARGETS`` (``name=host:port,...``, as the render tells the cluster's agents
+where each ``<agent>-rpc`` Service is).
+
 ``--in-process`` hosts the agents in the broker's process instead: a Trigger whose subscriber
 is an agent (a Service ref by name, or ``inprocess://NAME``) is delivered by a call into the
 agent's runtime, with the answers and the delivery policy of the HTTP path (see
 :mod:`agentfn.brokers.inprocess`). One process, no agent ports: the fastest way to run on one
 machine, and the least like a cluster (a handler that blocks the event loop stalls every agent).
+It serves no gRPC: there an agent finds no peer to call (the aggregator then trusts each
+result's own total).
 
 Dead letters are kept by a dead-letter sink in this process (what ``agentfn dlq serve`` runs),
 on ``--dlq-port`` with its store under ``--data-dir``; ``agentfn dlq list`` reads it, and its
@@ -60,6 +67,7 @@ from agentfn.functions._cli.broker import parse_services
 from agentfn.functions._knative import BROKER_DELIVERY, trigger_documents
 from agentfn.functions._loader import DiscoveredAgent, discover_agents
 from agentfn.functions._manifests._meta import DEAD_LETTERS
+from agentfn.functions._manifests.services import RPC_TARGETS_ENV
 from agentfn.functions.settings import Settings
 from rich.console import Console
 from rich.table import Table
@@ -227,6 +235,7 @@ async def _run(
             letters, bound = await _start_sink(data_dir, host, dlq_port, ingress)
             own_sink = services[DEAD_LETTERS] = f"http://{host}:{bound}"
         urls: dict[str, str] = {}
+        rpc_urls: dict[str, str] = {}
         if in_process:
             # The rest from AGENTFN_* as in a served agent; --redis wins over the variable.
             agent_settings = (
@@ -240,12 +249,19 @@ async def _run(
                 await apps[name].start()
                 urls[name] = inprocess_url(name)
         else:
+            # Every gRPC port first: each agent is told all of them when it starts.
+            rpc = {f.agent.spec.name: _free_port(host) for f in agents if f.agent.spec.grpc}
+            for name, rpc_port in rpc.items():
+                rpc_urls[name] = f"{host}:{rpc_port}"
+            if rpc_urls:
+                env[RPC_TARGETS_ENV] = ",".join(f"{n}={t}" for n, t in rpc_urls.items())
             for found in agents:
                 agent_port = _free_port(host)
                 name = found.agent.spec.name
+                grpc_args = ["--grpc-port", str(rpc[name])] if name in rpc else []
                 process = await asyncio.create_subprocess_exec(
                     sys.executable, "-m", "agentfn.functions.cli", "--log-level", "INFO", "serve",
-                    found.target, "--port", str(agent_port), "--host", host,
+                    found.target, "--port", str(agent_port), "--host", host, *grpc_args,
                     env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
                 )  # fmt: skip
                 processes.append(process)
@@ -274,9 +290,10 @@ async def _run(
             table.add_column(column)
         for found in agents:
             spec = found.agent.spec
-            table.add_row(
-                spec.name, urls[spec.name], ", ".join(spec.consumes), ", ".join(spec.emits)
-            )
+            url = urls[spec.name]
+            if spec.name in rpc_urls:
+                url += f"\ngrpc://{rpc_urls[spec.name]}"
+            table.add_row(spec.name, url, ", ".join(spec.consumes), ", ".join(spec.emits))
         console.print(table)
         for trigger in topology.triggers:
             sink = topology.delivery_for(trigger).dead_letter_sink

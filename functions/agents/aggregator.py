@@ -1,5 +1,11 @@
 """The aggregator: joins the chunk results of one chain into a report (fan-in).
 
+How many results make a chain complete is the planner's to say: where the planner's gRPC
+address is configured (``AGENTFN_RPC_TARGETS``: Knative, Compose, ``agentfn dev``) the
+aggregator asks it over a unary call (``agentfn.plan.requested`` -> ``agentfn.plan.described``)
+once per chain, and its count wins over the ``total`` each result carries. Without that
+address, or when the planner has no record of the chain, the result's ``total`` is used.
+
 Results are keyed by the chain id and their index. Adding a result twice changes nothing, and
 only the delivery that completed the set emits the report (a redelivery of that same event
 emits it again, so a crash between join and reply does not lose the report). With Redis
@@ -9,25 +15,43 @@ configured the join lives there and every replica sees it; otherwise it is per p
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Final, Protocol
 
 from agentfn.functions import Agent, Context, Delivery, Scaling
+from agentfn.functions.agents import _peers
 from agentfn.functions.agents.models import (
+    PLAN_REQUESTED,
     REPORT_READY,
     WORK_COMPLETED,
+    PlanDescribed,
+    PlanRequested,
     ReportReady,
     TermCount,
     WorkCompleted,
 )
 from redis.asyncio import Redis
 
-__all__ = ["InMemoryJoins", "Joins", "RedisJoins", "agent", "build_report", "function", "join"]
+__all__ = [
+    "PLANNER",
+    "InMemoryJoins",
+    "Joins",
+    "RedisJoins",
+    "agent",
+    "build_report",
+    "function",
+    "join",
+    "planned_chunks",
+]
 
 #: How long a partial join waits for its missing parts.
 JOIN_TTL_S: Final = 3600.0
+#: The peer asked how many chunks a chain has (its name in ``AGENTFN_RPC_TARGETS``).
+PLANNER: Final = "planner"
+#: Chains whose planned count this process remembers (a plan never changes), oldest dropped.
+_PLANS_REMEMBERED: Final = 10_000
 
 
 class Joins(Protocol):
@@ -137,15 +161,54 @@ def _joins(ctx: Context) -> Joins:
     return joins
 
 
+async def planned_chunks(result: WorkCompleted, ctx: Context) -> int:
+    """How many results complete this chain: the planner's answer, else ``result.total``."""
+    target = _peers.target_of(PLANNER)
+    if target is None:
+        return result.total
+    known: OrderedDict[str, int] = ctx.state.setdefault("planned", OrderedDict())
+    chunks = known.get(ctx.chain_id)
+    if chunks is not None:
+        return chunks
+    # An RpcUnavailableError (planner unreachable, or cold and past the deadline) is
+    # retryable: this delivery answers 503 and the broker brings the result back later.
+    reply = await ctx.rpc(target).call(PlanRequested(chain_id=ctx.chain_id), type=PLAN_REQUESTED)
+    described = None if reply is None else PlanDescribed.model_validate(reply.data)
+    if described is None or described.chunks is None:
+        ctx.logger.warning(
+            "the planner has no plan of chain %s; using the result's total %d",
+            ctx.chain_id,
+            result.total,
+        )
+        return result.total
+    ctx.logger.info(
+        "asked the planner over gRPC (%s): chain %s has %d chunks",
+        target,
+        ctx.chain_id,
+        described.chunks,
+    )
+    known[ctx.chain_id] = described.chunks
+    while len(known) > _PLANS_REMEMBERED:
+        known.popitem(last=False)
+    return described.chunks
+
+
 @agent.on(WORK_COMPLETED, emits={REPORT_READY: ReportReady})
 async def join(result: WorkCompleted, ctx: Context) -> ReportReady | None:
+    total = await planned_chunks(result, ctx)
+    if result.index >= total:
+        # Not part of the plan: counting it could complete the chain without a planned part.
+        ctx.logger.warning(
+            "chain %s: result %d is beyond its %d chunks", ctx.chain_id, result.index, total
+        )
+        return None
     claimant = f"{ctx.event.source}\n{ctx.event.id}"
     parts = await _joins(ctx).add(
-        ctx.chain_id, result.index, result.total, result.model_dump_json(), claimant
+        ctx.chain_id, result.index, total, result.model_dump_json(), claimant
     )
     if parts is None:
         return None
-    ctx.logger.info("chain %s complete: %d chunks", ctx.chain_id, result.total)
+    ctx.logger.info("chain %s complete: %d chunks", ctx.chain_id, total)
     return build_report([WorkCompleted.model_validate_json(p) for p in parts])
 
 
