@@ -6,7 +6,8 @@ cluster gets, plus the demo's own Triggers: the library agent's, made by the sam
 for the "reports" sink; and its dead-letter sink) and the "reports" sink in this process, then:
 
 1. submits a document: planner fans out chunks, workers analyse them, the aggregator joins the
-   results into a report;
+   results into a report, knowing the chain complete by asking the planner over a unary gRPC
+   call how many chunks it planned (the demo shows the aggregator's call and the answer);
 2. delivers the same event again (same id and source, as a broker does after a lost ack): the
    planner's idempotency record answers it, and no second fan-out or report happens;
 3. asks the flaky agent for work: it fails twice (503 + Retry-After), the broker backs off and
@@ -25,6 +26,7 @@ import asyncio
 import inspect
 import json
 import os
+import re
 import socket
 import sys
 import tempfile
@@ -154,9 +156,21 @@ async def post(session: aiohttp.ClientSession, url: str, event: CloudEvent) -> i
         return response.status
 
 
+#: What `agentfn dev` (the broker and every agent's log) has printed so far.
+PRINTED: list[str] = []
+
+
 async def pump(stream: asyncio.StreamReader) -> None:
     while line := await stream.readline():
-        console.print(f"[dim]{line.decode(errors='replace').rstrip()}[/dim]", soft_wrap=True)
+        text = line.decode(errors="replace").rstrip()
+        PRINTED.append(text)
+        console.print(f"[dim]{text}[/dim]", soft_wrap=True)
+
+
+def printed(pattern: str) -> re.Match[str] | None:
+    """The first match of ``pattern`` in what `agentfn dev` printed (a long log line wraps
+    at a space onto the next line: the lines are joined with one)."""
+    return re.search(pattern, " ".join(PRINTED))
 
 
 async def metric_lines(
@@ -257,6 +271,18 @@ async def main() -> None:
                 f"  report: {data['chunks']} chunks, {data['words']} words, "
                 f"top terms {[t['term'] for t in data['top_terms']]}; chain id "
                 f"{report.attributes.get('agentfnchainid')}"
+            )
+            # The aggregator knew the chain was complete by asking the planner, over gRPC.
+            chain = re.escape(str(report.attributes.get("agentfnchainid")))
+            call = rf"asked the planner over gRPC \((\S+)\): chain {chain} has (\d+)"
+            await wait_for("the aggregator's gRPC call", lambda: printed(call) is not None)
+            asked = printed(call)
+            if asked is None or int(asked[2]) != data["chunks"]:
+                raise SystemExit("demo failed: the planner's count is not the report's")
+            console.print(
+                f"  [bold]the aggregator asked the planner over gRPC[/bold] (unary Call to "
+                f"{asked[1]}, agentfn.plan.requested -> agentfn.plan.described): "
+                f"{asked[2]} chunks planned for this chain"
             )
 
             console.print(Rule("2. the same event delivered again (a lost ack)"))

@@ -2,8 +2,9 @@
 
 How many results make a chain complete is the planner's to say: where the planner's gRPC
 address is configured (``AGENTFN_RPC_TARGETS``: Knative, Compose, ``agentfn dev``) the
-aggregator asks it over a unary call (``agentfn.plan.requested`` -> ``agentfn.plan.described``)
-once per chain, and its count wins over the ``total`` each result carries. Without that
+aggregator asks it over a unary call (``agentfn.plan.requested`` -> ``agentfn.plan.described``),
+and its count wins over the ``total`` each result carries. A process remembers the answer per
+chain (a plan never changes), so only the results that arrive before it is known ask. Without that
 address, or when the planner has no record of the chain, the result's ``total`` is used.
 
 Results are keyed by the chain id and their index. Adding a result twice changes nothing, and
