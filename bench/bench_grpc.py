@@ -28,12 +28,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import os
 import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -69,8 +70,13 @@ async def ping(event: Ping) -> Pong:
 
 # -- the floor: raw grpc.aio, the same service, handlers that echo -----------------------------
 
-#: Options of every server and channel here, floor and ours alike (see ``--explore``: none of
-#: grpc's tuning knobs measured better than the defaults on this machine, so there are none).
+#: The event loops grpc.aio runs on (``--tuning`` measures the floor on each pairing).
+LOOPS: Final = ("uvloop", "asyncio")
+#: Extra options of the floor's server and of the stub channels (``--server-option``,
+#: ``--channel-option``). None by default: ``grpc.enable_retries=0`` and
+#: ``grpc.optimization_target`` (latency, throughput) measured no better than grpc's defaults
+#: here, within this machine's run-to-run noise. The agent's server and ``AgentClient`` use
+#: their own (keep-alive, limits, retry policy).
 SERVER_OPTIONS: Final[list[tuple[str, Any]]] = []
 CHANNEL_OPTIONS: Final[list[tuple[str, Any]]] = []
 
@@ -145,6 +151,12 @@ class Case:
     transport: str
     #: The floor case its ratio is taken against; None: it is a floor.
     floor: str | None
+    #: The event loop of the callers (this process), and of the floor server.
+    client_loop: str = "uvloop"
+    floor_loop: str = "uvloop"
+    #: "asyncio": ``agentfn serve`` as it runs; "uvloop": the same command under uvloop's
+    #: event loop policy (what the runtime would gain from it).
+    agent_loop: str = "asyncio"
 
 
 CASES: Final = (
@@ -262,67 +274,73 @@ async def _measure(callers: list[Call], calls: int, run: str) -> Cell:
 # -- the run -------------------------------------------------------------------------------------
 
 
+#: ``agentfn`` under uvloop's event loop policy (its ``asyncio.run`` then makes a uvloop loop).
+_UNDER_UVLOOP: Final = (
+    "import uvloop; uvloop.install(); from agentfn.functions.cli import main; main()"
+)
+
+
 @dataclass
 class Servers:
-    floor_target: str
-    agent_target: str
-    http_port: int
+    #: The floor's ``host:port`` by its server's event loop.
+    floors: dict[str, str]
+    #: The agent's gRPC ``host:port`` and HTTP port by its event loop.
+    agents: dict[str, tuple[str, int]]
 
 
-async def _start(group: procs.Procs, server_loop: str, cases: list[Case]) -> Servers:
-    floor_port, http_port, grpc_port = procs.free_port(), procs.free_port(), procs.free_port()
-    floor = group.spawn(
-        "floor",
-        [
-            procs.PYTHON,
-            __file__,
-            "--serve-floor",
-            str(floor_port),
-            "--server-loop",
-            server_loop,
-            *(f"--server-option={k}={v}" for k, v in SERVER_OPTIONS),
-        ],
-    )
-    argv = [
-        procs.AGENTFN,
-        "serve",
-        f"{Path(__file__).relative_to(ROOT)}:agent",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(http_port),
-    ]
-    grpc_cases = any(c.server == "agent" and c.transport != "http" for c in cases)
-    if grpc_cases:
-        argv += ["--grpc-port", str(grpc_port)]
-    served = group.spawn("agent", argv)
-    ports = [(floor_port, floor), (http_port, served)]
-    if grpc_cases:
-        ports.append((grpc_port, served))
-    for port, proc in ports:
+async def _start(group: procs.Procs, cases: list[Case]) -> Servers:
+    floors: dict[str, str] = {}
+    waits: list[tuple[int, procs.Proc]] = []
+    for loop in sorted({c.floor_loop for c in cases if c.server == "floor"}):
+        port = procs.free_port()
+        argv = [procs.PYTHON, __file__, "--serve-floor", str(port), "--floor-loop", loop]
+        argv += [f"--server-option={k}={v}" for k, v in SERVER_OPTIONS]
+        waits.append((port, group.spawn(f"floor-{loop}", argv)))
+        floors[loop] = f"127.0.0.1:{port}"
+    agents: dict[str, tuple[str, int]] = {}
+    for loop in sorted({c.agent_loop for c in cases if c.server == "agent"}):
+        http_port, grpc_port = procs.free_port(), procs.free_port()
+        command = ["serve", f"{Path(__file__).relative_to(ROOT)}:agent", "--host", "127.0.0.1"]
+        command += ["--port", str(http_port), "--grpc-port", str(grpc_port)]
+        if loop == "uvloop":
+            run_cli = (
+                "import uvloop; uvloop.install(); from agentfn.functions.cli import main; main()"
+            )
+            argv = [procs.PYTHON, "-c", run_cli, *command]
+        else:
+            argv = [procs.AGENTFN, *command]
+        served = group.spawn(f"agent-{loop}", argv)
+        waits += [(http_port, served), (grpc_port, served)]
+        agents[loop] = (f"127.0.0.1:{grpc_port}", http_port)
+    for port, proc in waits:
         await procs.wait_for_port(port, proc)
-    return Servers(f"127.0.0.1:{floor_port}", f"127.0.0.1:{grpc_port}", http_port)
+    return Servers(floors, agents)
 
 
 async def _cell(case: Case, servers: Servers, calls: int, level: int, run: str) -> Cell:
-    target = servers.floor_target if case.server == "floor" else servers.agent_target
-    async with _callers(case, target, servers.http_port, level) as callers:
+    if case.server == "floor":
+        target, http_port = servers.floors[case.floor_loop], 0
+    else:
+        target, http_port = servers.agents[case.agent_loop]
+    async with _callers(case, target, http_port, level) as callers:
         await _measure(callers, min(200, calls), f"{run}-warm")
         return await _measure(callers, calls, run)
 
 
-async def _bench(
-    cases: list[Case], levels: list[int], calls: int, rounds: int, server_loop: str
-) -> dict[str, list[Cell]]:
+def _bench(cases: list[Case], levels: list[int], calls: int, rounds: int) -> dict[str, list[Cell]]:
     best: dict[str, list[Cell | None]] = {case.key: [None] * len(levels) for case in cases}
     with tempfile.TemporaryDirectory(prefix="agentfn-bench-grpc-") as logs:
         group = procs.Procs(Path(logs))
         try:
-            servers = await _start(group, server_loop, cases)
+            servers = asyncio.run(_start(group, cases))
+            # Rounds alternate the cases, and each cell keeps its best run: a burst of load
+            # from elsewhere on the machine hurts one run, not one case. Each cell runs in an
+            # event loop of its own, so cases on different loops alternate too.
             for round_ in range(rounds):
                 for case in cases:
                     for i, level in enumerate(levels):
-                        cell = await _cell(case, servers, calls, level, f"r{round_}-c{level}")
+                        run = f"r{round_}-c{level}"
+                        cell = _run(_cell(case, servers, calls, level, run), case.client_loop)
                         kept = best[case.key][i]
                         if kept is None or cell.calls_per_s > kept.calls_per_s:
                             best[case.key][i] = cell
@@ -338,29 +356,36 @@ def _options(given: list[str]) -> list[tuple[str, Any]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--calls", type=int, default=2000, help="calls per cell and run")
+    parser.add_argument("--calls", type=int, default=1000, help="calls per cell and run")
     parser.add_argument("--concurrency", default="1,16")
     parser.add_argument("--rounds", type=int, default=3, help="best of this many runs per cell")
     parser.add_argument("--cases", default=",".join(c.key for c in CASES))
     parser.add_argument("--quick", action="store_true", help="a smoke run: few calls, one round")
-    parser.add_argument("--client-loop", choices=("uvloop", "asyncio"), default="uvloop")
-    parser.add_argument("--server-loop", choices=("uvloop", "asyncio"), default="uvloop")
+    parser.add_argument(
+        "--tuning",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also measure the floor on the other event loops (callers' and server's)",
+    )
     parser.add_argument("--channel-option", action="append", default=[], metavar="KEY=INT")
     parser.add_argument("--server-option", action="append", default=[], metavar="KEY=INT")
     parser.add_argument("--serve-floor", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--floor-loop", default="uvloop", help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
     CHANNEL_OPTIONS.extend(_options(args.channel_option))
     SERVER_OPTIONS.extend(_options(args.server_option))
     if args.serve_floor:
-        _run(_serve_floor(args.serve_floor), args.server_loop)
+        _run(_serve_floor(args.serve_floor), args.floor_loop)
         return
     if args.quick:
         args.calls, args.rounds = 300, 1
     levels = [int(c) for c in args.concurrency.split(",")]
     cases = [c for c in CASES if c.key in args.cases.split(",")]
+    if args.tuning:
+        cases += _tuning(cases)
     started = time.perf_counter()
-    best = _run(_bench(cases, levels, args.calls, args.rounds, args.server_loop), args.client_loop)
+    best = _bench(cases, levels, args.calls, args.rounds)
     seconds = time.perf_counter() - started
     rows = _rows(cases, levels, best)
     _print(rows, levels, args, seconds)
@@ -369,17 +394,50 @@ def main() -> None:
         "concurrency": levels,
         "best_of": args.rounds,
         "quick": args.quick,
-        "client_loop": args.client_loop,
-        "floor_server_loop": args.server_loop,
+        "client_loop": CASES[0].client_loop,
+        "floor_server_loop": CASES[0].floor_loop,
         "agent_server": "agentfn serve --grpc-port (HTTP and gRPC in one process)",
         "idempotency": "embedded (the default store; every call a fresh id)",
         "channel_options": dict(CHANNEL_OPTIONS),
         "floor_server_options": dict(SERVER_OPTIONS),
         "seconds": round(seconds, 1),
     }
-    path = args.json or report.script_result_path("bench_grpc" + ("_quick" if args.quick else ""))
+    # A smoke run never overwrites the result the README quotes.
+    quick_path = Path(tempfile.gettempdir()) / "bench_grpc_quick.json"
+    path = args.json or (quick_path if args.quick else report.script_result_path("bench_grpc"))
     path = report.write_script("bench_grpc", params, {"rows": rows}, path)
     print(f"wrote {path}")
+
+
+def _tuning(cases: list[Case]) -> list[Case]:
+    """The unary floor again on every other pairing of event loops (callers', server's), and
+    the agent's unary door under uvloop: the evidence for the loops the table uses."""
+    extra = []
+    for case in cases:
+        if case.key == "grpc_unary":
+            extra.append(
+                replace(
+                    case,
+                    key=f"{case.key}@uvloop",
+                    label=f"{case.label} (agent under uvloop)",
+                    agent_loop="uvloop",
+                )
+            )
+        if case.key != "floor_unary":
+            continue
+        for client_loop, floor_loop in itertools.product(LOOPS, LOOPS):
+            if (client_loop, floor_loop) == (case.client_loop, case.floor_loop):
+                continue
+            extra.append(
+                replace(
+                    case,
+                    key=f"{case.key}@{client_loop}/{floor_loop}",
+                    label=f"{case.label} (callers {client_loop}, server {floor_loop})",
+                    client_loop=client_loop,
+                    floor_loop=floor_loop,
+                )
+            )
+    return extra
 
 
 def _rows(
@@ -398,6 +456,7 @@ def _rows(
                 "server": case.server,
                 "transport": case.transport,
                 "concurrency": level,
+                "client_loop": case.client_loop,
                 "calls_per_s": cell.calls_per_s,
                 "p50_us": cell.p50_us,
                 "p99_us": cell.p99_us,
@@ -408,6 +467,10 @@ def _rows(
                 row["throughput_vs_floor"] = cell.calls_per_s / floor.calls_per_s
                 row["p50_vs_floor"] = cell.p50_us / floor.p50_us
                 row["p99_vs_floor"] = cell.p99_us / floor.p99_us
+            if case.server == "floor":
+                row["floor_server_loop"] = case.floor_loop
+            else:
+                row["agent_loop"] = case.agent_loop
             rows.append(row)
     return rows
 

@@ -147,6 +147,50 @@ def _deadletters() -> list[str]:
     ]
 
 
+def _grpc() -> list[str]:
+    document = _load("bench_grpc.json", "bench/bench_grpc.py")
+    params = document["params"]
+    assert not params["quick"], "the README quotes a full run, not a --quick one"
+    assert params["idempotency"].startswith("embedded")
+    cells = {(row["case"], row["concurrency"]): row for row in document["rows"]}
+    for row in cells.values():
+        if "floor" in row:
+            floor = cells[(row["floor"], row["concurrency"])]
+            assert row["throughput_vs_floor"] == pytest.approx(
+                row["calls_per_s"] / floor["calls_per_s"]
+            )
+            assert row["p50_vs_floor"] == pytest.approx(row["p50_us"] / floor["p50_us"])
+
+    def figures(case: str) -> str:
+        one, many = cells[(case, 1)], cells[(case, 16)]
+        text = (
+            f"p50 {one['p50_us']:.0f} / p99 {one['p99_us']:.0f} µs at 1 caller, "
+            f"{many['calls_per_s']:.0f} calls/s at 16"
+        )
+        if "floor" in one:
+            text += (
+                f" ({one['p50_vs_floor']:.2f}x the floor's p50, "
+                f"{many['throughput_vs_floor']:.2f}x its calls/s)"
+            )
+        return text
+
+    return [
+        f"({params['calls']} calls per cell, best of {params['best_of']}",
+        *(
+            figures(case)
+            for case in (
+                "floor_unary",
+                "floor_session",
+                "grpc_unary",
+                "grpc_client",
+                "grpc_session",
+                "http",
+                "grpc_unary@uvloop",
+            )
+        ),
+    ]
+
+
 @pytest.mark.parametrize(
     ("result_file", "figures"),
     [
@@ -155,6 +199,7 @@ def _deadletters() -> list[str]:
         ("bench_kafka.json", _kafka),
         ("bench_cesql.json", _cesql),
         ("bench_deadletters.json", _deadletters),
+        ("bench_grpc.json", _grpc),
     ],
 )
 def test_the_readme_quotes_the_stored_result(result_file: str, figures: Any) -> None:
