@@ -193,7 +193,7 @@ async def _callers(case: Case, target: str, http_port: int, n: int) -> AsyncIter
             pool.close()
         return
     if case.transport == "client":
-        from agentfn.functions._rpc import AgentClient
+        from agentfn.functions import AgentClient
 
         async with AgentClient(target) as client:
 
