@@ -24,6 +24,8 @@ from agentfn.functions._cli._process import tune_gc_for_serving
 from agentfn.functions._loader import load_agent
 from agentfn.functions.settings import Settings
 
+from agentfn._asgi import run as run_loop
+
 if TYPE_CHECKING:
     from agentfn.functions._asgi import AgentApp
 
@@ -123,10 +125,12 @@ def serve(
         err=True,
     )
     tune_gc_for_serving()
+    # On uvloop, as uvicorn.run picks it for HTTP alone: measured by bench/bench_grpc.py, the
+    # standard loop cost the unary door about half its speed against raw grpc.aio.
     if settings.protocol == "h2c":
-        asyncio.run(_serve_grpc(app, host, settings.port, settings.grpc_grace_s))
+        run_loop(_serve_grpc(app, host, settings.port, settings.grpc_grace_s))
     elif settings.grpc_port is not None:
-        asyncio.run(_serve_both(app, host, settings))
+        run_loop(_serve_both(app, host, settings))
     else:
         uvicorn.run(
             app,
