@@ -4,8 +4,8 @@ declarations to the manifests does what it says.
 The drift test runs the real command; the containers the render describes are started for real
 where this machine can run them (``agentfn serve`` with the rendered environment and no TARGET,
 the planner's ``-rpc`` Service answering its gRPC probe and a call from what its HTTP Service
-recorded, ``agentfn dlq serve`` with the rendered command), so the env names, the paths and the Secret's
-key are checked against the programs that read them, not against a copy of their names.
+recorded, ``agentfn dlq serve`` with the rendered command), so the env names, the paths and the
+Secret's key are checked against the programs that read them, not against a copy of their names.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from agentfn.functions._manifests.services import (
     rpc_service,
     services_documents,
 )
+from agentfn.functions._rpc import AgentClient
 from agentfn.functions.agents import _peers
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pydantic import BaseModel, ValidationError
@@ -329,11 +330,12 @@ def test_only_grpc_agents_get_an_rpc_service_and_every_agent_their_addresses() -
     for document in documents[:-1]:
         env = {e["name"]: e.get("value") for e in _containers(document)[0]["env"]}
         assert env["AGENTFN_RPC_TARGETS"] == targets, document["metadata"]["name"]
-    # What the reference agents read it with.
+    # What the reference agents read it with, and a target the gRPC client accepts.
     assert _peers.parse_targets(targets) == {
         "also": "also-rpc.team.svc.cluster.local:80",
         "answerer": "answerer-rpc.team.svc.cluster.local:80",
     }
+    AgentClient(_peers.parse_targets(targets)["answerer"])
     # No gRPC agent: no variable.
     (alone,) = _containers(services_documents([_agent()], RenderOptions())[0])
     assert "AGENTFN_RPC_TARGETS" not in {e["name"] for e in alone["env"]}
