@@ -143,7 +143,8 @@ class Context:
         return self._http
 
     def rpc(self, target: str) -> AgentClient:
-        """A gRPC client of the agent at ``target`` (``host:port`` or its Knative URL).
+        """A gRPC client of the agent at ``target``: a peer's name in ``AGENTFN_RPC_TARGETS``,
+        ``host:port`` or its Knative URL.
 
         ``await ctx.rpc("http://planner-rpc.agentfn.svc.cluster.local").call(model,
         type="chain.count.asked")`` returns the reply event (or ``None``); ``async with
@@ -157,6 +158,7 @@ class Context:
         services = self._services
         if services.channels is None:
             raise RuntimeError(f"agent {services.agent!r} was built without gRPC channels")
+        target = services.settings.rpc_peers.get(target, target)  # a peer's name, or a target
         outbox = self._outbox
         events = self._rpc_events
         if events is None:

@@ -60,6 +60,11 @@ passes the result down; no other module of :mod:`functions` reads these variable
     gRPC's own retry of a call answered ``UNAVAILABLE`` (and of no other code): attempts in
     all (1 to 5; 1 is no retry) and the exponential backoff between them (from at least
     0.01 s), within the deadline.
+``AGENTFN_RPC_TARGETS`` (unset)
+    Peers by name, ``name=target,...`` (a target as ``ctx.rpc`` takes it: ``host:port`` or a
+    Knative URL): ``ctx.rpc("planner")`` calls the target named ``planner``. ``agentfn render``
+    writes it into every agent's Service, ``--compose`` into every Compose service, and
+    ``agentfn dev`` into every agent it starts.
 ``AGENTFN_RPC_KEEPALIVE_TIME_S`` (30), ``AGENTFN_RPC_KEEPALIVE_TIMEOUT_S`` (20)
     HTTP/2 pings on every gRPC channel, also while no call is open: a connection that died
     silently (an activator or gateway pod replaced, a load balancer's idle entry dropped) is
@@ -77,7 +82,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "ENV_PREFIX", "IdempotencyMode", "ServeProtocol", "Settings"]
@@ -128,6 +133,13 @@ class Settings(BaseSettings):
     rpc_backoff_multiplier: float = Field(default=2.0, gt=0)
     rpc_keepalive_time_s: float = Field(default=30.0, gt=0)
     rpc_keepalive_timeout_s: float = Field(default=20.0, gt=0)
+    rpc_targets: str = ""
+
+    @field_validator("rpc_targets")
+    @classmethod
+    def _peers_parse(cls, text: str) -> str:
+        _parse_peers(text)  # a malformed entry fails here, when the app is built
+        return text
 
     @model_validator(mode="after")
     def _redis_when_required(self) -> Settings:
@@ -142,8 +154,26 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def rpc_peers(self) -> dict[str, str]:
+        """``AGENTFN_RPC_TARGETS`` as a mapping: peer name -> gRPC target."""
+        return _parse_peers(self.rpc_targets)
+
+    @property
     def idempotency_backend(self) -> Literal["embedded", "redis", "off"]:
         """The store ``auto`` resolves to."""
         if self.idempotency == "auto":
             return "redis" if self.redis_url else "embedded"
         return self.idempotency
+
+
+def _parse_peers(text: str) -> dict[str, str]:
+    """``name=target,...``; blank entries are skipped, a malformed one raises naming it."""
+    peers: dict[str, str] = {}
+    for entry in text.split(","):
+        if not entry.strip():
+            continue
+        name, sep, target = entry.partition("=")
+        if not (sep and name.strip() and target.strip()):
+            raise ValueError(f"AGENTFN_RPC_TARGETS: {entry!r} is not NAME=TARGET")
+        peers[name.strip()] = target.strip()
+    return peers

@@ -22,7 +22,6 @@ from datetime import timedelta
 from typing import Final, Protocol
 
 from agentfn.functions import Agent, Context, Delivery, Scaling
-from agentfn.functions.agents import _peers
 from agentfn.functions.agents.models import (
     PLAN_REQUESTED,
     REPORT_READY,
@@ -164,7 +163,7 @@ def _joins(ctx: Context) -> Joins:
 
 async def planned_chunks(result: WorkCompleted, ctx: Context) -> int:
     """How many results complete this chain: the planner's answer, else ``result.total``."""
-    target = _peers.target_of(PLANNER)
+    target = ctx.settings.rpc_peers.get(PLANNER)
     if target is None:
         return result.total
     known: OrderedDict[str, int] = ctx.state.setdefault("planned", OrderedDict())
@@ -173,7 +172,7 @@ async def planned_chunks(result: WorkCompleted, ctx: Context) -> int:
         return chunks
     # An RpcUnavailableError (planner unreachable, or cold and past the deadline) is
     # retryable: this delivery answers 503 and the broker brings the result back later.
-    reply = await ctx.rpc(target).call(PlanRequested(chain_id=ctx.chain_id), type=PLAN_REQUESTED)
+    reply = await ctx.rpc(PLANNER).call(PlanRequested(chain_id=ctx.chain_id), type=PLAN_REQUESTED)
     described = None if reply is None else PlanDescribed.model_validate(reply.data)
     if described is None or described.chunks is None:
         ctx.logger.warning(

@@ -43,7 +43,6 @@ from agentfn.functions._manifests.services import (
     services_documents,
 )
 from agentfn.functions._rpc import AgentClient
-from agentfn.functions.agents import _peers
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pydantic import BaseModel, ValidationError
 
@@ -331,11 +330,11 @@ def test_only_grpc_agents_get_an_rpc_service_and_every_agent_their_addresses() -
         env = {e["name"]: e.get("value") for e in _containers(document)[0]["env"]}
         assert env["AGENTFN_RPC_TARGETS"] == targets, document["metadata"]["name"]
     # What the reference agents read it with, and a target the gRPC client accepts.
-    assert _peers.parse_targets(targets) == {
+    assert Settings(rpc_targets=targets).rpc_peers == {
         "also": "also-rpc.team.svc.cluster.local:80",
         "answerer": "answerer-rpc.team.svc.cluster.local:80",
     }
-    AgentClient(_peers.parse_targets(targets)["answerer"])
+    AgentClient(Settings(rpc_targets=targets).rpc_peers["answerer"])
     # No gRPC agent: no variable.
     (alone,) = _containers(services_documents([_agent()], RenderOptions())[0])
     assert "AGENTFN_RPC_TARGETS" not in {e["name"] for e in alone["env"]}

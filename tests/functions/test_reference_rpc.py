@@ -21,7 +21,7 @@ from agentfn.events import CloudEvent, extensions
 from agentfn.functions import AgentApp, Settings
 from agentfn.functions._grpc import GrpcServer
 from agentfn.functions._rpc import AgentClient
-from agentfn.functions.agents import _peers, _text, aggregator, planner, worker
+from agentfn.functions.agents import _text, aggregator, planner, worker
 from agentfn.functions.agents.models import (
     PLAN_DESCRIBED,
     PLAN_REQUESTED,
@@ -114,7 +114,7 @@ async def test_the_aggregator_completes_a_chain_by_the_planners_count(
     app, server = planner_rpc
     chain, work = await plan_a_task(app, broker[0])
     results = results_claiming_one(work)
-    monkeypatch.setenv(_peers.RPC_TARGETS_ENV, f"planner={server.address}")
+    monkeypatch.setenv("AGENTFN_RPC_TARGETS", f"planner={server.address}")
     joined = await deliver(aggregator.agent.app(settings=Settings(idempotency="off")), results)
     # The planner said len(work): every result but the last one waits for the rest.
     assert [a.status_code for a in joined] == [202] * (len(work) - 1) + [200]
@@ -132,7 +132,7 @@ async def test_without_the_planners_address_the_results_total_decides(
 ) -> None:
     # The control of the test above: the same results, nobody asked, the first one completes.
     _, work = await plan_a_task(planner_rpc[0], broker[0])
-    monkeypatch.delenv(_peers.RPC_TARGETS_ENV, raising=False)
+    monkeypatch.delenv("AGENTFN_RPC_TARGETS", raising=False)
     joined = await deliver(
         aggregator.agent.app(settings=Settings(idempotency="off")), results_claiming_one(work)
     )
@@ -143,7 +143,7 @@ async def test_without_the_planners_address_the_results_total_decides(
 async def test_a_chain_the_planner_never_planned_falls_back_to_the_results_total(
     planner_rpc: tuple[AgentApp, GrpcServer], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(_peers.RPC_TARGETS_ENV, f"planner={planner_rpc[1].address}")
+    monkeypatch.setenv("AGENTFN_RPC_TARGETS", f"planner={planner_rpc[1].address}")
     parts = _text.chunk(TEXT, 8)
     results = [
         event(
@@ -162,7 +162,7 @@ async def test_an_unreachable_planner_makes_the_result_retryable_naming_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     nowhere = f"127.0.0.1:{free_port()}"
-    monkeypatch.setenv(_peers.RPC_TARGETS_ENV, f"planner={nowhere}")
+    monkeypatch.setenv("AGENTFN_RPC_TARGETS", f"planner={nowhere}")
     settings = Settings(idempotency="off", rpc_timeout_s=2.0, rpc_max_attempts=2)
     (result,) = results_claiming_one(
         [
@@ -200,16 +200,16 @@ async def test_a_planner_replica_answers_from_the_plan_another_recorded_in_redis
     assert reply.data["chunks"] == len(work)
 
 
-def test_targets_parse_and_refuse_a_malformed_entry() -> None:
-    assert _peers.parse_targets("") == {}
-    assert _peers.parse_targets(" a=h:1 , b=http://b-rpc.ns.svc.cluster.local ,") == {
+def test_peers_parse_and_a_malformed_entry_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings(rpc_targets="").rpc_peers == {}
+    assert Settings(rpc_targets=" a=h:1 , b=http://b-rpc.ns.svc.cluster.local ,").rpc_peers == {
         "a": "h:1",
         "b": "http://b-rpc.ns.svc.cluster.local",
     }
     with pytest.raises(ValueError, match="'b' is not NAME=TARGET"):
-        _peers.parse_targets("a=h:1,b")
-    assert _peers.target_of("a", {"AGENTFN_RPC_TARGETS": "a=h:1"}) == "h:1"
-    assert _peers.target_of("a", {}) is None
+        Settings(rpc_targets="a=h:1,b")
+    monkeypatch.setenv("AGENTFN_RPC_TARGETS", "a=h:1")
+    assert Settings().rpc_peers == {"a": "h:1"}
 
 
 async def _collect(stream: asyncio.StreamReader, lines: list[str]) -> None:
