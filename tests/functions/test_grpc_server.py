@@ -41,6 +41,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from pydantic import BaseModel
 
 from tests._servers import free_port, wait_for_port
+from tests._waiting import async_wait_until
 from tests.functions._support import binary, serving
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -289,7 +290,12 @@ async def test_the_callers_deadline_cancels_the_handling_and_frees_the_event() -
     rig = Rig()
     async with served(rig) as (_, channel):
         question = ask(5, type_="t.gated")
-        error = await failed_call(channel, question, timeout=0.2)
+        # The deadline must pass while the handler is parked at the gate, not before it ran:
+        # wait for it to enter (a loaded machine may take a while to get there), then let the
+        # rest of the deadline run out.
+        call = asyncio.ensure_future(failed_call(channel, question, timeout=3.0))
+        await async_wait_until(lambda: rig.runs == [question.id], message="the handler to run")
+        error = await call
         assert error.code() is grpc.StatusCode.DEADLINE_EXCEEDED
         # Cancelled, not completed: the claim is released and a retry runs the handler again.
         rig.gate.set()
