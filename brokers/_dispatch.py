@@ -119,6 +119,7 @@ class TriggerDispatcher:
         self._latency = metrics.dispatch_latency.labels(*self._labels)
         self._lag = metrics.lag.labels(*self._labels)
         self._by_code: dict[int | None, Any] = {}
+        self._active: dict[int, int] = {}  # deliveries in progress per partition
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -288,6 +289,22 @@ class TriggerDispatcher:
         return False
 
     async def _deliver(self, entry: _Entry) -> None:
+        partition = entry.record.partition
+        self._active[partition] = self._active.get(partition, 0) + 1
+        try:
+            await self._deliver_owned(entry)
+        finally:
+            left = self._active[partition] - 1
+            if left:
+                self._active[partition] = left
+            else:
+                del self._active[partition]
+                # The last delivery of a partition that moved away is over: a revocation
+                # waiting for it need not wait for the fetched events that never started.
+                if partition not in self._subscription.assigned():
+                    self._subscription.let_go(partition)
+
+    async def _deliver_owned(self, entry: _Entry) -> None:
         event = entry.record.event
         retries = 0
         while True:

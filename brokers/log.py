@@ -74,6 +74,15 @@ class Subscription(Protocol):
         """The partitions this member currently owns (all of them for the embedded log)."""
         ...
 
+    def let_go(self, partition: int) -> None:
+        """The dispatcher has no delivery of ``partition`` in progress since it moved away.
+
+        A revocation waits for events in flight on the partitions it takes; fetched events
+        that never started their delivery are not waited for (the next owner delivers them
+        from the committed position), and this says that nothing else is left.
+        """
+        ...
+
     def lag(self) -> int | None:
         """Events stored beyond the group's committed position in the owned partitions.
 

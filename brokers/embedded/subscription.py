@@ -66,6 +66,9 @@ class SqliteSubscription(Closing):
         self._closed = False
         self.committed = position + 1
 
+    def let_go(self, partition: int) -> None:
+        """Nothing to do: the embedded log has one member, whose partition never moves."""
+
     def assigned(self) -> frozenset[int]:
         return frozenset({PARTITION})
 

@@ -74,6 +74,8 @@ class KafkaSubscription(Closing):
         self._epochs: dict[int, int] = {}  # bumped when a partition is revoked or lost
         self._owned: frozenset[int] = frozenset()
         self._releasing: frozenset[int] = frozenset()
+        # Releasing partitions the dispatcher has let go of: nothing of theirs in delivery.
+        self._let_go: set[int] = set()
         self._handed: dict[int, int] = {}  # offset after the last record handed out
         self._wanted: dict[int, int] = {}  # highest offset the dispatcher asked to commit
         self._committed: dict[int, int] = {}  # highest offset this member committed
@@ -230,6 +232,7 @@ class KafkaSubscription(Closing):
         with self._lock:
             self._owned = self._owned - partitions
             self._releasing = self._releasing | partitions
+            self._let_go -= partitions
             for partition in partitions:
                 self._epochs[partition] = self._epochs.get(partition, 0) + 1
             return {p: self._handed[p] for p in partitions if p in self._handed}
@@ -237,12 +240,19 @@ class KafkaSubscription(Closing):
     def end_release(self, partitions: frozenset[int]) -> Due:
         with self._lock:
             self._releasing = self._releasing - partitions
+            self._let_go -= partitions
             return self._due_locked(partitions)
+
+    def let_go(self, partition: int) -> None:
+        with self._lock:
+            if partition in self._releasing:
+                self._let_go.add(partition)
 
     def settled(self, handed: Mapping[int, int]) -> bool:
         with self._lock:
             return all(
-                max(self._wanted.get(p, -1), self._committed.get(p, -1)) >= offset
+                p in self._let_go
+                or max(self._wanted.get(p, -1), self._committed.get(p, -1)) >= offset
                 for p, offset in handed.items()
             )
 

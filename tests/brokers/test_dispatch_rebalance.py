@@ -28,6 +28,7 @@ class ScriptedSubscription:
         self.records = records
         self.owned = {r.partition for r in records}
         self.commits: list[dict[int, int]] = []
+        self.let_go_of: list[int] = []
 
     async def fetch(self, max_records: int, timeout: float) -> list[LogRecord]:
         if self.records:
@@ -41,6 +42,9 @@ class ScriptedSubscription:
 
     def assigned(self) -> frozenset[int]:
         return frozenset(self.owned)
+
+    def let_go(self, partition: int) -> None:
+        self.let_go_of.append(partition)
 
     def lag(self) -> int | None:
         return None
@@ -86,6 +90,9 @@ async def test_a_partition_that_moves_away_is_neither_retried_nor_committed_here
         )
         await dispatcher.stop(grace=1.0)
         assert sub.seen[moving.id] == 1, "no retry once the partition belongs to another member"
+        # Its last delivery over, the dispatcher lets the partition go (a revocation waiting for
+        # it stops waiting); the partition it keeps is never let go of.
+        assert subscription.let_go_of == [1]
         committed = {p: o for c in subscription.commits for p, o in c.items()}
         assert committed == {0: 4}, "partition 1 is left to its new owner's committed offset"
         dropped = metrics.dead_lettered.labels("default", "default", "t", "dropped")._value.get()
