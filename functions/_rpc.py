@@ -43,9 +43,9 @@ is nothing; 20 s is gRPC's own default timeout, long enough that a proxy busy fo
 not mistaken for a dead one (a false positive fails every call on the connection). A gRPC
 server with its default policy refuses pings from a client more often than every 5 minutes
 when no call is open (``GOAWAY too_many_pings``): an agent's server allows them (pings without
-calls, every 5 s at most, never counted as strikes). A :meth:`AgentClient.session` lives at most as long as Knative's
-``timeoutSeconds`` for the request, and a proxy's stream idle timeout can end a stream nobody
-writes to: pings keep the connection, not a silent stream.
+calls, every 5 s at most, never counted as strikes). A :meth:`AgentClient.session` lives at
+most as long as Knative's ``timeoutSeconds`` for the request, and a proxy's stream idle
+timeout can end a stream nobody writes to: pings keep the connection, not a silent stream.
 
 grpc is imported on first use, not with this module: an agent that makes no calls never loads
 it, and ``agentfn serve`` starts that much sooner.
