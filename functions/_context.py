@@ -74,6 +74,12 @@ class Context:
         return self._outbox.handler
 
     @property
+    def deadline(self) -> float | None:
+        """When this handling is cut off, in :func:`time.monotonic` seconds (its delivery
+        timeout, or a gRPC caller's deadline if sooner); ``None``: no limit."""
+        return self._outbox.deadline
+
+    @property
     def chain_id(self) -> str:
         return self._outbox.chain_id
 

@@ -390,6 +390,11 @@ class AgentClient:
         if self._owns:
             await self._channels.aclose()
 
+    @property
+    def deadline(self) -> float | None:
+        """The absolute deadline (``clock`` seconds) no call outlives; ``None``: none."""
+        return self._deadline
+
     def timeout(self, timeout: float | None = None) -> float:
         """The deadline of a call from now, in seconds (module docstring: which one)."""
         remaining = None if self._deadline is None else self._deadline - self._clock()
