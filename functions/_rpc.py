@@ -64,6 +64,7 @@ from typing import TYPE_CHECKING, Any, Final
 from agentfn.events import CloudEvent
 from agentfn.functions._breaker import CircuitBreakers, Decision
 from agentfn.functions._errors import UnavailableError
+from agentfn.functions.settings import DEFAULT_MAX_BODY_BYTES
 from pydantic import BaseModel
 
 from agentfn._lifecycle import Closing
@@ -145,7 +146,7 @@ class RpcPolicy:
     backoff_multiplier: float = 2.0
     keepalive_time_s: float = 30.0
     keepalive_timeout_s: float = 20.0
-    max_message_bytes: int = 32 * 1024 * 1024
+    max_message_bytes: int = DEFAULT_MAX_BODY_BYTES  # what an agent reads over HTTP too
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_attempts <= 5:
