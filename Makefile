@@ -19,11 +19,18 @@ help:
 	@echo "make lint   ruff check, ruff format --check, mypy --strict, shellcheck, hadolint"
 	@echo "make bench  run the benchmarks in bench/"
 
+# The model server's torch, named exactly: a bare `torch` from PyPI is the CUDA build (several
+# GB). 2.13.0 is a CPU build on these machines; elsewhere pass e.g.
+# TORCH_INDEX=https://download.pytorch.org/whl/cpu for the CPU wheel (about 200 MB).
+TORCH ?= torch==2.13.0
+TORCH_INDEX ?=
+
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "need Python >= 3.11 on PATH" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet '$(TORCH)' $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(PY) -m pip install --quiet -e '.[dev,inference]' '$(TORCH)'
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -6,7 +6,7 @@ import warnings
 from agentfn.events.proto import agent_pb2 as agentfn_dot_events_dot_proto_dot_agent__pb2
 from agentfn.events.proto import cloudevents_pb2 as agentfn_dot_events_dot_proto_dot_cloudevents__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.81.1'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 

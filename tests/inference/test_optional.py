@@ -7,7 +7,7 @@ import pytest
 from agentfn.inference import EXTRAS, MissingExtraError, import_optional
 
 
-@pytest.mark.parametrize("module", ["kserve", "torch"])
+@pytest.mark.parametrize("module", ["kserve", "torch", "sentence_transformers"])
 def test_a_missing_extra_names_what_to_install(
     module: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -30,7 +30,7 @@ def test_an_installed_optional_module_is_returned(monkeypatch: pytest.MonkeyPatc
 
 def test_only_declared_extras_are_optional() -> None:
     with pytest.raises(ValueError, match="not an optional dependency"):
-        import_optional("numpy")
+        import_optional("pandas")
 
 
 def test_the_extras_exist_in_the_distribution_metadata() -> None:
