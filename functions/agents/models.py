@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, Field
 
 __all__ = [
+    "EMBEDDING_COMPLETED",
+    "EMBEDDING_REQUESTED",
     "FLAKY_COMPLETED",
     "FLAKY_REQUESTED",
+    "MAX_EMBEDDING_TEXTS",
     "PLAN_DESCRIBED",
     "PLAN_REQUESTED",
     "REPORT_READY",
     "TASK_SUBMITTED",
     "WORK_COMPLETED",
     "WORK_REQUESTED",
+    "EmbeddingCompleted",
+    "EmbeddingRequested",
     "FlakyCompleted",
     "FlakyRequested",
     "PlanDescribed",
@@ -35,6 +40,11 @@ FLAKY_COMPLETED: Final = "agentfn.flaky.completed"
 #: Asked of the planner over a unary gRPC call, never through the broker.
 PLAN_REQUESTED: Final = "agentfn.plan.requested"
 PLAN_DESCRIBED: Final = "agentfn.plan.described"
+#: Answered by the model server's event path (``agentfn model serve``).
+EMBEDDING_REQUESTED: Final = "agentfn.embedding.requested"
+EMBEDDING_COMPLETED: Final = "agentfn.embedding.completed"
+#: Texts one embedding request may carry: the model server's default request limit.
+MAX_EMBEDDING_TEXTS: Final = 256
 
 
 class TaskSubmitted(BaseModel):
@@ -111,3 +121,19 @@ class FlakyCompleted(BaseModel):
     words: int = Field(ge=0)
     sha256: str
     attempts: int = Field(ge=1)
+
+
+class EmbeddingRequested(BaseModel):
+    """Texts to embed, in order; none may be empty (an empty text has no meaning to embed)."""
+
+    texts: list[Annotated[str, Field(min_length=1)]] = Field(
+        min_length=1, max_length=MAX_EMBEDDING_TEXTS
+    )
+
+
+class EmbeddingCompleted(BaseModel):
+    """One embedding per requested text, in the request's order (L2-normalised: cosine = dot)."""
+
+    model: str
+    dimensions: int = Field(ge=1)
+    embeddings: list[list[float]]
