@@ -214,8 +214,19 @@ kubectl_ctx apply --server-side --force-conflicts -f "$kserve/kserve.yaml"
 kubectl_ctx wait deployment/kserve-controller-manager -n kserve --for=condition=Available \
     --timeout="$WAIT_TIMEOUT"
 kubectl_ctx apply --server-side --force-conflicts -f "$kserve/kserve-cluster-resources.yaml"
-kubectl_ctx patch configmap/inferenceservice-config -n kserve --type merge \
-    -p '{"data":{"deploy":"{\"defaultDeploymentMode\":\"Serverless\"}"}}'
+# Knative mode by default (the rendered InferenceServices also say so each), and no Istio: with
+# Kourier as Knative's ingress, KServe must not create its top-level Istio VirtualService
+# (`disableIstioVirtualHost`); the InferenceService is reached through its Knative Route. The
+# ingress value is one JSON document, so the patch restates KServe's defaults beside it.
+isvc_patch='{"data": {"deploy": "{\"defaultDeploymentMode\": \"Knative\"}", "ingress": "{\"enableGatew'\
+'ayApi\": false, \"kserveIngressGateway\": \"kserve/kserve-ingress-gateway\", \"ingressGate'\
+'way\": \"knative-serving/knative-ingress-gateway\", \"localGateway\": \"knative-serving/kn'\
+'ative-local-gateway\", \"localGatewayService\": \"knative-local-gateway.istio-system.svc.c'\
+'luster.local\", \"ingressDomain\": \"example.com\", \"ingressClassName\": \"istio\", \"dom'\
+'ainTemplate\": \"{{ .Name }}-{{ .Namespace }}.{{ .IngressDomain }}\", \"urlScheme\": \"htt'\
+'p\", \"disableIstioVirtualHost\": true, \"disableIngressCreation\": false, \"disableHTTPRo'\
+'uteTimeout\": false}"}}'
+kubectl_ctx patch configmap/inferenceservice-config -n kserve --type merge -p "$isvc_patch"
 
 # --- prometheus-operator's CRDs that the render uses ---------------------------------------
 # The dead-letters sink's PodMonitor and PrometheusRule apply as they would in production; no

@@ -273,6 +273,20 @@ def test_kind_up_installs_each_component_at_its_pinned_version(bare_bin: Path) -
     assert patch["data"]["ingress-class"] == "kourier.ingress.networking.knative.dev"
 
 
+def test_kind_up_runs_kserve_in_knative_mode_behind_kourier(bare_bin: Path) -> None:
+    run = dry_run("kind-up.sh", bare_bin)
+    [isvc] = [c for c in run.kubectl("patch") if "configmap/inferenceservice-config" in c.argv]
+    data = json.loads(isvc.argv[isvc.argv.index("-p") + 1])["data"]
+    # KServe 0.16 renamed Serverless to Knative; the rendered InferenceServices say Knative too.
+    assert json.loads(data["deploy"]) == {"defaultDeploymentMode": "Knative"}
+    ingress = json.loads(data["ingress"])
+    # Kourier, not Istio: no top-level VirtualService, the Knative Route is the way in.
+    assert ingress["disableIstioVirtualHost"] is True
+    assert ingress["urlScheme"] == "http"
+    major, minor = (int(part) for part in versions()["KSERVE_VERSION"].lstrip("v").split(".")[:2])
+    assert (major, minor) >= (0, 16), "deploymentMode Knative needs KServe 0.16 or later"
+
+
 def test_kind_up_runs_the_kafka_cluster_the_render_points_at(bare_bin: Path) -> None:
     pinned = versions()
     run = dry_run("kind-up.sh", bare_bin)
