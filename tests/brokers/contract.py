@@ -869,6 +869,36 @@ class BrokerContract:
         await async_wait_until(lambda: sub.arrivals, message="the delivery")
         assert sub.arrivals[0].headers["prefer"] == "reply"
 
+    async def test_prefer_reply_where_the_reply_is_forwarded_not_to_the_dead_letter_sink(
+        self, harness: Harness
+    ) -> None:
+        # Knative's data plane: a sender that processes replies says so with ``Prefer: reply``.
+        # A Trigger's subscriber (a model server's event path among them) may answer with a reply
+        # the broker publishes, also when that subscriber was reached by a reply; the
+        # dead-letter sink's answer is discarded, so its delivery must not ask for one.
+        replying = await harness.subscriber(
+            lambda ev, _: Answer(200, reply=CloudEvent.new("prefer.replied", "/agent", {})), "a"
+        )
+        rejecting = await harness.subscriber(lambda *_: Answer(422), "b")
+        dls = await harness.subscriber(name="dls")
+        broker = await harness.broker(
+            [
+                trigger("first", replying.url, attributes={"type": "prefer.asked"}),
+                trigger(
+                    "second",
+                    rejecting.url,
+                    attributes={"type": "prefer.replied"},
+                    delivery={"retry": 0, "deadLetterSink": {"uri": dls.url}},
+                ),
+            ]
+        )
+        assert await harness.send(broker.url(), event("prefer.asked")) == 202
+        await async_wait_until(lambda: dls.arrivals, message="the reply's dead letter")
+        assert replying.arrivals[0].headers.get("prefer") == "reply"
+        assert rejecting.arrivals[0].headers.get("prefer") == "reply"
+        assert dls.arrivals[0].event.type == "prefer.replied"
+        assert "prefer" not in dls.arrivals[0].headers
+
     # -- replies -------------------------------------------------------------------------------
 
     async def test_reply_chain_a_b_c(self, harness: Harness) -> None:
