@@ -25,6 +25,7 @@ __all__ = [
     "PlanDescribed",
     "PlanRequested",
     "ReportReady",
+    "Representative",
     "TaskSubmitted",
     "TermCount",
     "WorkCompleted",
@@ -96,10 +97,29 @@ class WorkCompleted(BaseModel):
     terms: list[TermCount]
     key_sentence: str
     top_terms: int = Field(default=5, ge=1, le=50)
+    #: The chunk's sentences, in order: the aggregator embeds the document's to find its
+    #: most representative one.
+    sentence_texts: list[str] = Field(default_factory=list)
+
+
+class Representative(BaseModel):
+    """The document's sentence nearest the centroid of all its sentences' embeddings."""
+
+    sentence: str
+    #: Cosine similarity of its embedding to the centroid (1.0: the centroid itself).
+    similarity: float = Field(ge=-1.0, le=1.0)
+    #: The embedding model that judged it.
+    model: str
+    #: How many sentences it was chosen from.
+    candidates: int = Field(ge=1)
 
 
 class ReportReady(BaseModel):
-    """The joined analysis of a whole document."""
+    """The joined analysis of a whole document.
+
+    ``representative`` is set where the aggregator is given an embedding model
+    (``AGENTFN_INFERENCE_TARGETS``); without one it is ``None``.
+    """
 
     title: str = ""
     chunks: int = Field(ge=1)
@@ -107,6 +127,7 @@ class ReportReady(BaseModel):
     sentences: int = Field(ge=0)
     top_terms: list[TermCount]
     summary: list[str]
+    representative: Representative | None = None
 
 
 class FlakyRequested(BaseModel):

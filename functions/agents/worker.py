@@ -1,4 +1,4 @@
-"""The worker: analyses one chunk (counts, term frequencies, its key sentence)."""
+"""The worker: analyses one chunk (counts, term frequencies, its key sentence, its sentences)."""
 
 from __future__ import annotations
 
@@ -31,15 +31,17 @@ def analyze(work: WorkRequested) -> WorkCompleted:
     # Every term of the chunk, not just its top few: a term modest in each chunk can still top
     # the document, and the aggregator can only rank exactly what it is sent.
     top = _text.term_counts(work.text).most_common()
+    sentences = _text.sentences(work.text)
     return WorkCompleted(
         title=work.title,
         index=work.index,
         total=work.total,
         words=len(_text.words(work.text)),
-        sentences=len(_text.sentences(work.text)),
+        sentences=len(sentences),
         terms=[TermCount(term=t, count=c) for t, c in top],
         key_sentence=_text.key_sentence(work.text),
         top_terms=work.top_terms,
+        sentence_texts=sentences,
     )
 
 
