@@ -58,12 +58,15 @@ def build(
     model_name: str,
     max_texts: int = MAX_EMBEDDING_TEXTS,
     max_text_chars: int | None = None,
+    retry_on: Sequence[type[BaseException]] = (),
 ) -> Agent:
     """An agent answering ``agentfn.embedding.requested`` with ``embed``'s vectors.
 
     ``model_name`` is what the reply's ``model`` says; ``max_texts`` and ``max_text_chars`` are
     the server's request limits (a request over them answers 422 naming the field, and never
-    reaches the model). Its source is ``/agentfn/models/<model_name>``.
+    reaches the model). ``embed``'s exceptions of a ``retry_on`` type (the server's queue is
+    full) answer 503 with ``Retry-After``: the broker brings the event back later. Its source
+    is ``/agentfn/models/<model_name>``.
     """
     if max_texts < 1:
         raise ValueError(f"max_texts must be at least 1, got {max_texts}")
@@ -80,7 +83,10 @@ def build(
     request_model = _request_model(max_texts, max_text_chars)
 
     @agent.on(
-        EMBEDDING_REQUESTED, emits={EMBEDDING_COMPLETED: EmbeddingCompleted}, input=request_model
+        EMBEDDING_REQUESTED,
+        emits={EMBEDDING_COMPLETED: EmbeddingCompleted},
+        input=request_model,
+        retry_on=tuple(retry_on),
     )
     async def embed_texts(request: EmbeddingRequested) -> EmbeddingCompleted:
         vectors = await embed(request.texts)
