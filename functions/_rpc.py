@@ -56,13 +56,13 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from agentfn.events import CloudEvent
-from agentfn.functions._breaker import CircuitBreakers, Decision
+from agentfn.functions._breaker import CircuitBreakers
 from agentfn.functions._errors import UnavailableError
 from agentfn.functions.settings import DEFAULT_MAX_BODY_BYTES
 from pydantic import BaseModel
@@ -75,6 +75,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MIN_BACKOFF_S",
+    "SERVICE",
     "AgentClient",
     "ChannelPool",
     "RpcError",
@@ -82,7 +83,15 @@ __all__ = [
     "RpcPolicy",
     "RpcSession",
     "RpcUnavailableError",
+    "call_timeout",
+    "counts_against",
+    "guarded_call",
+    "is_retryable_code",
+    "retry_after_of",
+    "unavailable_message",
 ]
+
+T = TypeVar("T")
 
 SERVICE: Final = "agentfn.v1.Agent"
 _CALL: Final = f"/{SERVICE}/Call"
@@ -97,6 +106,74 @@ _FAILURES: Final = frozenset(
 )
 #: Codes worth the whole event's retry later (the handler answers 503).
 _RETRYABLE: Final = _FAILURES | {"ABORTED"}
+
+
+def counts_against(code: str) -> bool:
+    """Whether a call ending with gRPC status ``code`` is a failure of the target (its
+    breaker's verdict), as a 5xx, 429 or timeout is over HTTP."""
+    return code in _FAILURES
+
+
+def is_retryable_code(code: str) -> bool:
+    """Whether gRPC status ``code`` is worth the whole event's retry later (a 503)."""
+    return code in _RETRYABLE
+
+
+def unavailable_message(
+    code: str, details: str, *, retry_after: float | None, attempts: int
+) -> str | None:
+    """What a retryable ``code`` says to a reader, where the code alone would mislead."""
+    if code == "UNAVAILABLE" and retry_after is None:
+        # No delay asked for: nothing answered (a server that refuses says how long).
+        return f"unreachable (UNAVAILABLE after {attempts} attempts): {details}"
+    if code == "DEADLINE_EXCEEDED":
+        return f"did not answer within the deadline (DEADLINE_EXCEEDED): {details}"
+    return None
+
+
+def call_timeout(
+    timeout: float | None,
+    *,
+    deadline: float | None,
+    now: float,
+    default: float,
+) -> float:
+    """A call's deadline from ``now`` in seconds: ``timeout``, else what is left of the
+    caller's ``deadline`` (absolute, in the clock ``now`` was read from), else ``default``;
+    a given ``timeout`` never outlives ``deadline``. Zero or less: no time is left."""
+    remaining = None if deadline is None else deadline - now
+    if timeout is None:
+        return default if remaining is None else remaining
+    return timeout if remaining is None else min(timeout, remaining)
+
+
+async def guarded_call(
+    breakers: CircuitBreakers,
+    destination: str,
+    call: Callable[[], Awaitable[T]],
+    error: Callable[[str, str, Sequence[tuple[str, str | bytes]] | None], Exception],
+) -> T:
+    """``await call()`` (one gRPC call) under ``destination``'s breaker: one verdict per call.
+
+    A gRPC error is recorded by its code (:func:`counts_against`) and raised as ``error(code,
+    details, trailing metadata)``; a cancelled call gives no verdict, but a half-open probe
+    does not keep the only slot.
+    """
+    import grpc  # noqa: PLC0415 - see the module docstring
+
+    decision = await breakers.acquire(destination)
+    try:
+        result = await call()
+    except grpc.aio.AioRpcError as failure:
+        code: str = failure.code().name
+        await breakers.record(destination, decision, ok=not counts_against(code))
+        raise error(code, failure.details() or "", failure.trailing_metadata()) from failure
+    except BaseException:
+        if decision.probe:
+            await breakers.record(destination, decision, ok=False)
+        raise
+    await breakers.record(destination, decision, ok=True)
+    return result
 
 
 class RpcError(Exception):
@@ -147,6 +224,8 @@ class RpcPolicy:
     keepalive_time_s: float = 30.0
     keepalive_timeout_s: float = 20.0
     max_message_bytes: int = DEFAULT_MAX_BODY_BYTES  # what an agent reads over HTTP too
+    #: The gRPC service the retry policy is for (an inference client's is OIP's).
+    service: str = SERVICE
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_attempts <= 5:
@@ -176,8 +255,9 @@ class RpcPolicy:
         )
 
     def service_config(self) -> dict[str, Any]:
-        """The gRPC service config: retry ``UNAVAILABLE`` only, with exponential backoff."""
-        method: dict[str, Any] = {"name": [{"service": SERVICE}]}
+        """The gRPC service config: retry ``UNAVAILABLE`` only (of ``service``'s methods), with
+        exponential backoff."""
+        method: dict[str, Any] = {"name": [{"service": self.service}]}
         if self.max_attempts > 1:
             method["retryPolicy"] = {
                 "maxAttempts": self.max_attempts,
@@ -244,36 +324,65 @@ class _Channel:
         )
 
 
+class _Open:
+    """One open channel and what is bound to it (stubs, keyed by what made them)."""
+
+    __slots__ = ("bound", "channel")
+
+    def __init__(self, channel: Any) -> None:
+        self.channel = channel
+        self.bound: dict[Callable[[Any], Any], Any] = {}
+
+
 class ChannelPool(Closing):
-    """One gRPC channel per target, made on first use (in the running loop), closed together."""
+    """One gRPC channel per target and policy, made on first use (in the running loop), closed
+    together.
+
+    ``policy`` is the agents' (``ctx.rpc``); a client of another service (an inference
+    server's) passes its own, whose retry policy names that service: such a channel is kept
+    apart from an agent channel to the same target.
+    """
 
     def __init__(self, policy: RpcPolicy | None = None) -> None:
         self.policy = policy or RpcPolicy()
-        self._channels: dict[str, _Channel] = {}
+        self._channels: dict[tuple[str, RpcPolicy], _Open] = {}
 
-    def methods(self, target: str) -> _Channel:
-        """The channel to ``target`` with the service's two methods bound to it."""
-        found = self._channels.get(target)
+    def _open(self, target: str, policy: RpcPolicy | None) -> _Open:
+        policy = policy or self.policy
+        found = self._channels.get((target, policy))
         if found is None:
             import grpc  # noqa: PLC0415 - see the module docstring
 
             address, secure = _address(target)
-            options = self.policy.channel_options()
+            options = policy.channel_options()
             channel = (
                 grpc.aio.secure_channel(address, grpc.ssl_channel_credentials(), options=options)
                 if secure
                 else grpc.aio.insecure_channel(address, options=options)
             )
-            found = self._channels[target] = _Channel(channel)
+            found = self._channels[target, policy] = _Open(channel)
         return found
 
-    def channel(self, target: str) -> Any:
+    def bind(self, target: str, make: Callable[[Any], T], *, policy: RpcPolicy | None = None) -> T:
+        """``make(channel)`` for ``target``'s channel (a generated stub class, say), made once
+        per channel and kept with it."""
+        opened = self._open(target, policy)
+        found: T | None = opened.bound.get(make)
+        if found is None:
+            found = opened.bound[make] = make(opened.channel)
+        return found
+
+    def methods(self, target: str) -> _Channel:
+        """The channel to ``target`` with the Agent service's two methods bound to it."""
+        return self.bind(target, _Channel)
+
+    def channel(self, target: str, *, policy: RpcPolicy | None = None) -> Any:
         """The ``grpc.aio.Channel`` to ``target`` (the same one every time until closed)."""
-        return self.methods(target).channel
+        return self._open(target, policy).channel
 
     @property
     def targets(self) -> tuple[str, ...]:
-        return tuple(self._channels)
+        return tuple(dict.fromkeys(target for target, _ in self._channels))
 
     async def aclose(self) -> None:
         channels, self._channels = self._channels, {}
@@ -398,10 +507,12 @@ class AgentClient:
 
     def timeout(self, timeout: float | None = None) -> float:
         """The deadline of a call from now, in seconds (module docstring: which one)."""
-        remaining = None if self._deadline is None else self._deadline - self._clock()
-        if timeout is None:
-            return self._channels.policy.timeout_s if remaining is None else remaining
-        return timeout if remaining is None else min(timeout, remaining)
+        return call_timeout(
+            timeout,
+            deadline=self._deadline,
+            now=self._clock(),
+            default=self._channels.policy.timeout_s,
+        )
 
     def _timeout_or_raise(self, timeout: float | None) -> float:
         seconds = self.timeout(timeout)
@@ -423,45 +534,29 @@ class AgentClient:
         timeout: float | None = None,
     ) -> CloudEvent | None:
         """Send one event (a model becomes one of ``type``); the target's reply, or ``None``."""
-        import grpc  # noqa: PLC0415 - see the module docstring
         from agentfn.events.protobuf import from_protobuf, to_protobuf  # noqa: PLC0415
 
         message = to_protobuf(self._events.event_for(self.target, payload, type))
         seconds = self._timeout_or_raise(timeout)
         method = self._channels.methods(self.target).call
-        decision = await self._breakers.acquire(self.target)
-        try:
-            reply = await method(message, timeout=seconds, metadata=self._metadata)
-        except grpc.aio.AioRpcError as error:
-            raise await self._failed(decision, error) from error
-        except BaseException:
-            # Cancelled: no verdict on the target, but a probe must not keep the only slot.
-            if decision.probe:
-                await self._breakers.record(self.target, decision, ok=False)
-            raise
-        await self._breakers.record(self.target, decision, ok=True)
+        reply = await guarded_call(
+            self._breakers,
+            self.target,
+            lambda: method(message, timeout=seconds, metadata=self._metadata),
+            self.error,
+        )
         return from_protobuf(reply.event) if reply.HasField("event") else None
-
-    async def _failed(self, decision: Decision, error: Any) -> Exception:
-        """Record ``error`` with the breaker; the exception the caller gets for it."""
-        code: str = error.code().name
-        await self._breakers.record(self.target, decision, ok=code not in _FAILURES)
-        return self.error(code, error.details() or "", error.trailing_metadata())
 
     def error(
         self, code: str, details: str, trailing: Sequence[tuple[str, str | bytes]] | None
     ) -> Exception:
         """The exception for a call that ended with ``code`` (no breaker bookkeeping)."""
-        if code not in _RETRYABLE:
+        if not is_retryable_code(code):
             return RpcError(self.target, code, details)
-        retry_after = _retry_after(trailing)
-        message: str | None = None
-        if code == "UNAVAILABLE" and retry_after is None:
-            # No delay asked for: nothing answered (a server that refuses says how long).
-            attempts = self._channels.policy.max_attempts
-            message = f"unreachable (UNAVAILABLE after {attempts} attempts): {details}"
-        elif code == "DEADLINE_EXCEEDED":
-            message = f"did not answer within the deadline (DEADLINE_EXCEEDED): {details}"
+        retry_after = retry_after_of(trailing)
+        message = unavailable_message(
+            code, details, retry_after=retry_after, attempts=self._channels.policy.max_attempts
+        )
         return RpcUnavailableError(
             self.target, code, details, message=message, retry_after=retry_after
         )
@@ -484,13 +579,15 @@ class AgentClient:
         except BaseException:
             stream.cancel()
             if session.code is not None:
-                await self._breakers.record(self.target, decision, ok=session.code not in _FAILURES)
+                ok = not counts_against(session.code)
+                await self._breakers.record(self.target, decision, ok=ok)
             elif decision.probe:
                 # No verdict on the target, but a probe must not keep the only slot.
                 await self._breakers.record(self.target, decision, ok=False)
             raise
         stream.cancel()
-        await self._breakers.record(self.target, decision, ok=session.code not in _FAILURES)
+        ok = session.code is None or not counts_against(session.code)
+        await self._breakers.record(self.target, decision, ok=ok)
 
 
 class RpcSession:
@@ -546,7 +643,7 @@ class RpcSession:
             ) from error
 
 
-def _retry_after(trailing: Sequence[tuple[str, str | bytes]] | None) -> float | None:
+def retry_after_of(trailing: Sequence[tuple[str, str | bytes]] | None) -> float | None:
     """The delay a target's trailing metadata asks for: ``retry-after`` s, else pushback ms."""
     if not trailing:
         return None
