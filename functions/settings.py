@@ -70,6 +70,22 @@ passes the result down; no other module of :mod:`functions` reads these variable
     silently (an activator or gateway pod replaced, a load balancer's idle entry dropped) is
     found within their sum rather than by the next call's deadline (the README's gRPC
     section says why these values).
+``AGENTFN_INFERENCE_TARGETS`` (unset)
+    Model servers by model name, ``model=target,...``: ``ctx.infer("all-minilm-l6-v2")`` calls
+    the target named for that model. ``http://host:8080`` (or ``https://``) speaks the Open
+    Inference Protocol over REST, ``grpc://host:8081`` (``grpcs://`` for TLS, or a bare
+    ``host:port``) over gRPC.
+``AGENTFN_INFERENCE_TIMEOUT_S`` (30)
+    Deadline of a ``ctx.infer`` call made outside a handler, or by a handler with no deadline
+    of its own (longer than ``AGENTFN_RPC_TIMEOUT_S``: a model server woken from zero loads
+    its model first); a handler's calls default to what is left of its deadline.
+``AGENTFN_INFERENCE_MAX_ATTEMPTS`` (4), ``AGENTFN_INFERENCE_INITIAL_BACKOFF_S`` (0.1),
+``AGENTFN_INFERENCE_MAX_BACKOFF_S`` (2), ``AGENTFN_INFERENCE_BACKOFF_MULTIPLIER`` (2)
+    Retries of an inference call the model server could not take: over REST a 502, 503, 504
+    or a refused connection, over gRPC ``UNAVAILABLE`` (gRPC's own retry policy): attempts in
+    all (1 to 5; 1 is no retry) and the exponential backoff between them (from at least
+    0.01 s, jittered as gRPC does), within the deadline; a ``Retry-After`` the server sends
+    is waited instead.
 
 Tracing export is configured by the standard OpenTelemetry variables, which the OpenTelemetry
 SDK reads itself: ``OTEL_TRACES_EXPORTER`` (``otlp``, ``console`` or ``none``),
@@ -134,11 +150,23 @@ class Settings(BaseSettings):
     rpc_keepalive_time_s: float = Field(default=30.0, gt=0)
     rpc_keepalive_timeout_s: float = Field(default=20.0, gt=0)
     rpc_targets: str = ""
+    inference_targets: str = ""
+    inference_timeout_s: float = Field(default=30.0, gt=0)
+    inference_max_attempts: int = Field(default=4, ge=1, le=5)
+    inference_initial_backoff_s: float = Field(default=0.1, ge=0.01)
+    inference_max_backoff_s: float = Field(default=2.0, gt=0)
+    inference_backoff_multiplier: float = Field(default=2.0, gt=0)
 
     @field_validator("rpc_targets")
     @classmethod
     def _peers_parse(cls, text: str) -> str:
         _parse_peers(text)  # a malformed entry fails here, when the app is built
+        return text
+
+    @field_validator("inference_targets")
+    @classmethod
+    def _models_parse(cls, text: str) -> str:
+        _parse_peers(text, variable=f"{ENV_PREFIX}INFERENCE_TARGETS")
         return text
 
     @model_validator(mode="after")
@@ -159,6 +187,11 @@ class Settings(BaseSettings):
         return _parse_peers(self.rpc_targets)
 
     @property
+    def inference_models(self) -> dict[str, str]:
+        """``AGENTFN_INFERENCE_TARGETS`` as a mapping: model name -> model server target."""
+        return _parse_peers(self.inference_targets, variable=f"{ENV_PREFIX}INFERENCE_TARGETS")
+
+    @property
     def idempotency_backend(self) -> Literal["embedded", "redis", "off"]:
         """The store ``auto`` resolves to."""
         if self.idempotency == "auto":
@@ -166,7 +199,7 @@ class Settings(BaseSettings):
         return self.idempotency
 
 
-def _parse_peers(text: str) -> dict[str, str]:
+def _parse_peers(text: str, *, variable: str = f"{ENV_PREFIX}RPC_TARGETS") -> dict[str, str]:
     """``name=target,...``; blank entries are skipped, a malformed one raises naming it."""
     peers: dict[str, str] = {}
     for entry in text.split(","):
@@ -174,6 +207,6 @@ def _parse_peers(text: str) -> dict[str, str]:
             continue
         name, sep, target = entry.partition("=")
         if not (sep and name.strip() and target.strip()):
-            raise ValueError(f"AGENTFN_RPC_TARGETS: {entry!r} is not NAME=TARGET")
+            raise ValueError(f"{variable}: {entry!r} is not NAME=TARGET")
         peers[name.strip()] = target.strip()
     return peers
