@@ -47,6 +47,9 @@ calls, every 5 s at most, never counted as strikes). A :meth:`AgentClient.sessio
 most as long as Knative's ``timeoutSeconds`` for the request, and a proxy's stream idle
 timeout can end a stream nobody writes to: pings keep the connection, not a silent stream.
 
+The OIP inference client (``ctx.infer``) calls model servers by the same rules: it shares this
+module's channel pool, deadline, breaker verdicts and status mapping.
+
 grpc is imported on first use, not with this module: an agent that makes no calls never loads
 it, and ``agentfn serve`` starts that much sooner.
 """
