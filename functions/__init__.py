@@ -60,6 +60,13 @@ if TYPE_CHECKING:
         InMemoryIdempotencyStore,
         RedisIdempotencyStore,
     )
+    from agentfn.functions._inference import (
+        InferenceAttempt,
+        InferenceClient,
+        InferenceError,
+        InferenceOutputError,
+        InferenceUnavailableError,
+    )
     from agentfn.functions._publisher import HTTPClient, HttpPublisher, HTTPResponse, Publisher
     from agentfn.functions._rpc import (
         AgentClient,
@@ -101,6 +108,13 @@ _MODULES: Final = {
         "InMemoryIdempotencyStore",
         "RedisIdempotencyStore",
     ),
+    "agentfn.functions._inference": (
+        "InferenceAttempt",
+        "InferenceClient",
+        "InferenceError",
+        "InferenceOutputError",
+        "InferenceUnavailableError",
+    ),
     "agentfn.functions._publisher": ("HTTPClient", "HttpPublisher", "HTTPResponse", "Publisher"),
     "agentfn.functions._rpc": (
         "AgentClient",
@@ -138,6 +152,11 @@ __all__ = [
     "IdempotencyStore",
     "InMemoryBreakerStore",
     "InMemoryIdempotencyStore",
+    "InferenceAttempt",
+    "InferenceClient",
+    "InferenceError",
+    "InferenceOutputError",
+    "InferenceUnavailableError",
     "PublishError",
     "Publisher",
     "RedisBreakerStore",

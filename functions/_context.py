@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from agentfn.events import AttributeValue, CloudEvent, extensions
+from agentfn.functions._inference import InferenceClient, inference_policy
 from agentfn.functions._publisher import HTTPClient
 from agentfn.functions._rpc import AgentClient, RpcEvents
 
@@ -51,7 +52,8 @@ class Context:
     ``event`` is the incoming CloudEvent (all its attributes); ``chain_id`` identifies the run
     of the agent chain; ``span`` is the OpenTelemetry span of this handling. Outbound clients:
     :attr:`http` (breaker-guarded, traced HTTP), :meth:`rpc` (another agent over gRPC),
-    :meth:`guard` (a breaker around any other call: inference, a database),
+    :meth:`infer` (a model server over the Open Inference Protocol),
+    :meth:`guard` (a breaker around any other call: a database, an API),
     :meth:`publish` (an event to the broker, besides the reply), :attr:`redis` (the agent's
     Redis client when one is configured).
     """
@@ -184,6 +186,46 @@ class Context:
             deadline=outbox.deadline,
             metadata=outbox.trace_carrier(),
         )
+
+    def infer(self, model: str, *, target: str | None = None) -> InferenceClient:
+        """A client of ``model`` on its model server: the target ``AGENTFN_INFERENCE_TARGETS``
+        names for it (``target`` overrides: ``http://host:8080`` is OIP REST,
+        ``grpc://host:8081`` OIP gRPC).
+
+        ``await ctx.infer("all-minilm-l6-v2").embed(sentences)`` returns one vector per
+        sentence; ``.infer(request)`` sends any kserve ``InferRequest``. The app's channels,
+        HTTP session and breaker of that target are used; each call's deadline is what is left
+        of this handler's (unless a shorter ``timeout`` is given) and carries this handling's
+        trace context. A server that cannot be reached or cannot take the call raises
+        :class:`InferenceUnavailableError` (503); a refusal (a bad tensor) raises
+        :class:`InferenceError` with the server's message. A model with no target raises
+        :class:`LookupError` naming the setting.
+        """
+        services = self._services
+        settings = services.settings
+        if target is None:
+            models = settings.inference_models
+            target = models.get(model)
+            if target is None:
+                known = ", ".join(sorted(models)) or "none"
+                raise LookupError(
+                    f"no model server for model {model!r}: set AGENTFN_INFERENCE_TARGETS="
+                    f"{model}=grpc://HOST:PORT (or http://HOST:PORT); configured: {known}"
+                )
+        outbox = self._outbox
+        client = InferenceClient(
+            model,
+            target,
+            channels=services.channels,
+            sessions=services.sessions,
+            breakers=services.breakers,
+            policy=inference_policy(settings),
+            deadline=outbox.deadline,
+            metadata=outbox.trace_carrier(),
+        )
+        if client.protocol == "grpc" and services.channels is None:
+            raise RuntimeError(f"agent {services.agent!r} was built without gRPC channels")
+        return client
 
     async def publish(
         self, payload: BaseModel | CloudEvent, *, type: str | None = None
