@@ -19,7 +19,18 @@ __all__ = ["COMMANDS", "app", "main"]
 
 #: Command name -> module of :mod:`agentfn.functions._cli` defining a function of that name, in the
 #: order ``agentfn --help`` lists them.
-COMMANDS: Final = ("send", "display", "broker", "serve", "agents", "dev", "dlq", "render", "deploy")
+COMMANDS: Final = (
+    "send",
+    "display",
+    "broker",
+    "serve",
+    "agents",
+    "dev",
+    "dlq",
+    "model",
+    "render",
+    "deploy",
+)
 
 
 def _load(name: str) -> Any:
