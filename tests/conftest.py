@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from tests._model_server import ModelServer, start_model_server
 from tests._servers import RedisServer, redis_server
 
 SHARED_SPEC = Path(__file__).resolve().parents[1].parent / "shared" / "spec"
@@ -48,6 +49,20 @@ def redis_private() -> Iterator[RedisServer]:
     finally:
         if saved is not None:
             os.environ["REDIS_URL"] = saved
+
+
+@pytest.fixture(scope="session")
+def model_server() -> Iterator[ModelServer]:
+    """One real ``agentfn model serve`` for the whole session (http_url, grpc_target, model)."""
+    import importlib.util
+
+    missing = [
+        m for m in ("kserve", "torch", "sentence_transformers") if not importlib.util.find_spec(m)
+    ]
+    if missing:
+        pytest.fail(f"{missing} not installed: pip install -e '.[inference]' (`make test` does)")
+    with start_model_server() as server:
+        yield server
 
 
 #: The folders that install as agentfn.*: under their bare names they are a second, separate
