@@ -439,9 +439,12 @@ class InferenceClient:
         except InferenceUnavailableError:
             await self._breakers.record(self.target, decision, ok=False)
             raise
+        except InferenceError:
+            # A refusal says nothing against the target: it answered (a probe closes).
+            await self._breakers.record(self.target, decision, ok=True)
+            raise
         except BaseException:
-            # A refusal says nothing against the target; cancelled: no verdict, but a probe
-            # must not keep the only half-open slot.
+            # Cancelled: no verdict on the target, but a probe must not keep the only slot.
             if decision.probe:
                 await self._breakers.record(self.target, decision, ok=False)
             raise

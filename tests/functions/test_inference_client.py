@@ -410,6 +410,24 @@ async def test_the_breaker_opens_after_failures_then_refuses_without_calling(
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_a_half_open_probe_the_server_refuses_still_closes_the_circuit(
+    faulty: FaultServer, protocol: str
+) -> None:
+    target = faulty.target(protocol)
+    clock = FakeClock()
+    breakers = CircuitBreakers(BreakerPolicy(failures=1, reset_s=30.0), clock=clock)
+    policy = RpcPolicy(max_attempts=1, initial_backoff_s=0.01, service=INFERENCE_SERVICE)
+    async with client(target, breakers=breakers, policy=policy) as model:
+        with pytest.raises(InferenceUnavailableError):
+            await model.embed([key("down:1")])
+        assert breakers.last_state(target) is BreakerState.OPEN
+        clock.advance(30.0)
+        with pytest.raises(InferenceError):
+            await model.embed(["bad"])  # the probe: refused, but answered
+    assert breakers.last_state(target) is BreakerState.CLOSED
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_a_refusal_is_not_retried_nor_counted_against_the_server(
     faulty: FaultServer, protocol: str
 ) -> None:
