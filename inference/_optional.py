@@ -1,4 +1,4 @@
-"""Optional heavy dependencies (the ``inference`` extra), imported with an error naming the extra."""
+"""Optional heavy dependencies (the inference extras), imported with an error naming the extra."""
 
 from __future__ import annotations
 
