@@ -7,6 +7,14 @@ and its count wins over the ``total`` each result carries. A process remembers t
 chain (a plan never changes), so only the results that arrive before it is known ask. Without that
 address, or when the planner has no record of the chain, the result's ``total`` is used.
 
+Where an embedding model is configured (``all-minilm-l6-v2`` in ``AGENTFN_INFERENCE_TARGETS``:
+``agentfn dev``, Compose, the render), the report also names its most representative sentence:
+the one whose embedding is nearest (cosine) the centroid of all the document's sentences'
+embeddings, asked of the model server with ``ctx.infer(...).embed(...)``. A configured model that
+cannot be reached lets its retryable error through (503): the broker brings the completing result
+back later, rather than the report silently going without. Without that address the report's
+``representative`` is ``None``.
+
 Results are keyed by the chain id and their index. Adding a result twice changes nothing, and
 only the delivery that completed the set emits the report (a redelivery of that same event
 emits it again, so a crash between join and reply does not lose the report). With Redis
@@ -15,26 +23,31 @@ configured the join lives there and every replica sees it; otherwise it is per p
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter, OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Final, Protocol
 
 from agentfn.functions import Agent, Context, Delivery, Scaling
 from agentfn.functions.agents.models import (
+    MAX_EMBEDDING_TEXTS,
     PLAN_REQUESTED,
     REPORT_READY,
     WORK_COMPLETED,
     PlanDescribed,
     PlanRequested,
     ReportReady,
+    Representative,
     TermCount,
     WorkCompleted,
 )
 from redis.asyncio import Redis
 
 __all__ = [
+    "EMBEDDING_MODEL",
     "PLANNER",
     "InMemoryJoins",
     "Joins",
@@ -43,7 +56,9 @@ __all__ = [
     "build_report",
     "function",
     "join",
+    "most_representative",
     "planned_chunks",
+    "representative_of",
 ]
 
 #: How long a partial join waits for its missing parts.
@@ -52,6 +67,14 @@ JOIN_TTL_S: Final = 3600.0
 PLANNER: Final = "planner"
 #: Chains whose planned count this process remembers (a plan never changes), oldest dropped.
 _PLANS_REMEMBERED: Final = 10_000
+#: The model that judges a report's most representative sentence (its name in
+#: ``AGENTFN_INFERENCE_TARGETS``).
+EMBEDDING_MODEL: Final = "all-minilm-l6-v2"
+#: Sentences embedded per report at most; a longer document is sampled evenly across its length.
+_MAX_CANDIDATES: Final = 2048
+#: Characters of a sentence sent to the model: it reads only its first 256 tokens anyway, and the
+#: server refuses a text over its own limit (20 000 by default) for good.
+_MAX_SENTENCE_CHARS: Final = 2000
 
 
 class Joins(Protocol):
@@ -153,6 +176,72 @@ def build_report(results: list[WorkCompleted]) -> ReportReady:
     )
 
 
+def most_representative(embeddings: Sequence[Sequence[float]]) -> tuple[int, float]:
+    """The index of the vector nearest (cosine) the centroid of ``embeddings``, and its cosine.
+
+    Ties go to the first. Zero vectors (and a zero centroid) count as similarity 0.
+    """
+    if not embeddings:
+        raise ValueError("no embeddings to choose from")
+    dimensions = len(embeddings[0])
+    centroid = [0.0] * dimensions
+    for vector in embeddings:
+        if len(vector) != dimensions:
+            raise ValueError(f"embeddings of {dimensions} and {len(vector)} dimensions")
+        for i, value in enumerate(vector):
+            centroid[i] += value
+    centroid_norm = math.sqrt(sum(v * v for v in centroid))
+    best, best_similarity = 0, -2.0
+    for index, vector in enumerate(embeddings):
+        norm = math.sqrt(sum(v * v for v in vector))
+        dot = sum(a * b for a, b in zip(vector, centroid, strict=True))
+        similarity = dot / (norm * centroid_norm) if norm and centroid_norm else 0.0
+        if similarity > best_similarity:
+            best, best_similarity = index, similarity
+    # Rounding can carry a cosine a hair past 1.
+    return best, max(-1.0, min(1.0, best_similarity))
+
+
+def _candidates(sentences: list[str]) -> list[str]:
+    if len(sentences) <= _MAX_CANDIDATES:
+        return sentences
+    step = len(sentences) / _MAX_CANDIDATES
+    return [sentences[int(i * step)] for i in range(_MAX_CANDIDATES)]
+
+
+async def representative_of(results: list[WorkCompleted], ctx: Context) -> Representative | None:
+    """The document's most representative sentence, by the configured embedding model.
+
+    ``None`` without the model's address or without sentences. The model's errors go through:
+    unavailable (a :class:`RetryableError`) answers 503 and the broker retries.
+    """
+    if EMBEDDING_MODEL not in ctx.settings.inference_models:
+        return None
+    sentences = _candidates([s for r in results for s in r.sentence_texts if s.strip()])
+    if not sentences:
+        return None
+    model = ctx.infer(EMBEDDING_MODEL)
+    texts = [s[:_MAX_SENTENCE_CHARS] for s in sentences]
+    embeddings: list[list[float]] = []
+    for start in range(0, len(texts), MAX_EMBEDDING_TEXTS):
+        embeddings.extend(await model.embed(texts[start : start + MAX_EMBEDDING_TEXTS]))
+    index, similarity = most_representative(embeddings)
+    ctx.logger.info(
+        "chain %s: the most representative of %d sentences (%s, cosine %.3f to the centroid): %s",
+        ctx.chain_id,
+        len(sentences),
+        EMBEDDING_MODEL,
+        similarity,
+        sentences[index],
+    )
+    return Representative(
+        sentence=sentences[index],
+        similarity=similarity,
+        model=EMBEDDING_MODEL,
+        candidates=len(sentences),
+    )
+
+
 def _joins(ctx: Context) -> Joins:
     joins = ctx.state.get("joins")
     if joins is None:
@@ -209,7 +298,10 @@ async def join(result: WorkCompleted, ctx: Context) -> ReportReady | None:
     if parts is None:
         return None
     ctx.logger.info("chain %s complete: %d chunks", ctx.chain_id, total)
-    return build_report([WorkCompleted.model_validate_json(p) for p in parts])
+    results = [WorkCompleted.model_validate_json(p) for p in parts]
+    report = build_report(results)
+    report.representative = await representative_of(results, ctx)
+    return report
 
 
 function = agent.http_function()
