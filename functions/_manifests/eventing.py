@@ -18,8 +18,9 @@ reads where a letter came from (the Broker's own default stops at ``/<namespace>
 
 from __future__ import annotations
 
+import copy
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final, Literal
@@ -139,6 +140,7 @@ def trigger_documents(
     namespace: str | None = None,
     dead_letter_sink: str | None = None,
     defaults: DeliveryDefaults | None = None,
+    subscriber: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """``eventing.knative.dev/v1`` Triggers that route the agent's events to it.
 
@@ -146,7 +148,9 @@ def trigger_documents(
     ``dead-letters`` Service gets the Trigger's path. ``defaults`` fills every delivery field
     the agent leaves unset (:data:`BROKER_DELIVERY`: what ``agentfn render`` writes); without
     it those fields are left out, to the Broker's delivery. ``namespace`` ``None`` leaves the
-    namespace to whoever applies them (the sink's path then says ``default``).
+    namespace to whoever applies them (the sink's path then says ``default``). ``subscriber``
+    (a Destination) is where the agent is served when that is not its own Knative Service: a
+    model server's InferenceService and predict path.
     """
     hints = spec.delivery
     delivery = _delivery(hints, defaults)
@@ -176,7 +180,11 @@ def trigger_documents(
                     {"exact": {key: value}}
                     for key, value in [("type", event_type), *sorted(handler.filters.items())]
                 ],
-                "subscriber": {"ref": service_ref(spec.name)},
+                "subscriber": (
+                    copy.deepcopy(dict(subscriber))
+                    if subscriber is not None
+                    else {"ref": service_ref(spec.name)}
+                ),
             }
             if trigger_delivery:
                 trigger_spec["delivery"] = trigger_delivery
