@@ -14,7 +14,13 @@ The seed's three-container pattern, per agent the agent and its collector, aroun
 * ``redis``: idempotency records and the dead letters, append-only;
 * ``broker``: ``agentfn broker --kafka``, routing by the rendered ``knative/`` mounted read-only,
   the same Triggers the cluster applies; each Service ``ref`` maps to its Compose service;
-* ``dead-letters``: ``agentfn dlq serve`` on the Redis store.
+* ``dead-letters``: ``agentfn dlq serve`` on the Redis store;
+* per model server (:mod:`.inference`) a service ``<name>`` running ``agentfn model serve``
+  from the image built with the ``inference`` extra and CPU torch (:func:`model_build`), OIP
+  REST on 8080 and gRPC on 8081 (published on ``127.0.0.1:8082`` and ``:8083``), healthy once
+  ``/v2/health/ready`` answers (the model loaded); the broker maps it for the model's Trigger
+  and every agent is told where it is (``AGENTFN_INFERENCE_TARGETS``,
+  ``<model>=http://<name>:8080``) and starts after it.
 
 Healthchecks and ``depends_on`` conditions start it in order: kafka and redis, then the sink
 and the broker, then the agents, then their collectors. The broker's ingress is published on
@@ -47,6 +53,7 @@ from typing import Any, Final
 from agentfn.functions._hints import Resources
 from agentfn.functions._loader import DiscoveredAgent
 from agentfn.functions._manifests import sizing
+from agentfn.functions._manifests.inference import INFERENCE_TARGETS_ENV, ModelServer
 from agentfn.functions._manifests.observability import (
     COLLECTOR_CONFIG_KEY,
     COLLECTOR_IMAGE,
@@ -65,11 +72,13 @@ __all__ = [
     "GRPC_PORT",
     "KAFKA",
     "KAFKA_IMAGE",
+    "MODEL_PORTS",
     "REDIS",
     "REDIS_IMAGE",
     "TRIGGERS_MOUNT",
     "collector_name",
     "compose_document",
+    "model_build",
 ]
 
 #: The Kafka release scripts/versions.env gives Strimzi on kind (KAFKA_VERSION), as Apache's
@@ -87,6 +96,11 @@ TRIGGERS_MOUNT: Final = "/app/knative"
 _MANIFESTS: Final = "./knative"
 
 _PORT: Final = 8080
+#: Where a model server's OIP REST and gRPC are published on the host (loopback), the first
+#: model's; a further model's two ports follow.
+MODEL_PORTS: Final = (8082, 8083)
+#: What the Dockerfile builds for a model server on a laptop: the inference extra on CPU torch.
+_CPU_TORCH: Final = "https://download.pytorch.org/whl/cpu"
 #: Where an agent declared with ``grpc=True`` answers gRPC, beside HTTP on 8080.
 GRPC_PORT: Final = 8081
 _REDIS_URL: Final = f"redis://{REDIS}:6379/0"
@@ -102,6 +116,15 @@ def collector_name(agent: str) -> str:
     return f"{agent}-collector"
 
 
+def model_build() -> dict[str, Any]:
+    """The ``build`` of a model server's image: the Dockerfile with the inference extra."""
+    return {
+        "context": ".",
+        "dockerfile": "Dockerfile",
+        "args": {"EXTRAS": "otlp,inference", "TORCH_INDEX": _CPU_TORCH},
+    }
+
+
 def _healthcheck(test: list[str], *, start_period: str = "20s") -> dict[str, Any]:
     return {
         "test": test,
@@ -112,13 +135,13 @@ def _healthcheck(test: list[str], *, start_period: str = "20s") -> dict[str, Any
     }
 
 
-def _http_healthcheck(path: str = "/healthz") -> dict[str, Any]:
+def _http_healthcheck(path: str = "/healthz", *, start_period: str = "20s") -> dict[str, Any]:
     """A GET of ``path`` by the image's own Python: the slim image has no curl."""
     probe = (
         "import urllib.request; "
         f"urllib.request.urlopen('http://127.0.0.1:{_PORT}{path}', timeout=2)"
     )
-    return _healthcheck(["CMD", "python", "-c", probe])
+    return _healthcheck(["CMD", "python", "-c", probe], start_period=start_period)
 
 
 def _healthy(*services: str) -> dict[str, Any]:
@@ -220,6 +243,42 @@ def _dead_letters(options: RenderOptions, ingress: str) -> dict[str, Any]:
     }
 
 
+def _model_server(server: ModelServer, options: RenderOptions, index: int) -> dict[str, Any]:
+    rest, grpc = (port + 2 * index for port in MODEL_PORTS)
+    environment = {
+        "AGENTFN_MODEL_NAME": server.model,
+        "AGENTFN_MODEL_DEVICE": "cpu",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "AGENTFN_REDIS_URL": _REDIS_URL,
+    }
+    endpoint = otlp_endpoint(options.model_copy(update={"otel": "sidecar"}))
+    if options.otel != "off" and endpoint is not None:
+        environment["OTEL_EXPORTER_OTLP_ENDPOINT"] = endpoint
+        environment["OTEL_SERVICE_NAME"] = server.name
+    command = ["model", "serve", "--model", server.model]
+    command += ["--http-port", str(_PORT), "--grpc-port", str(GRPC_PORT)]
+    return {
+        "image": options.server_image,
+        "build": model_build(),
+        "command": command,
+        "environment": environment,
+        "ports": [f"127.0.0.1:{rest}:{_PORT}", f"127.0.0.1:{grpc}:{GRPC_PORT}"],
+        # The model loads before it is ready: imports and weights take about 10 s on a CPU.
+        "healthcheck": _http_healthcheck("/v2/health/ready", start_period="120s"),
+        "depends_on": _healthy(REDIS),
+        "deploy": {"resources": _resources(server.found.agent.spec.resources)},
+    }
+
+
+def _inference_targets(servers: Iterable[ModelServer]) -> str:
+    """``AGENTFN_INFERENCE_TARGETS``: each model at its service's OIP REST port."""
+    return ",".join(
+        f"{server.model}=http://{server.name}:{_PORT}"
+        for server in sorted(servers, key=lambda server: server.model)
+    )
+
+
 def _broker(options: RenderOptions, agents: Iterable[str]) -> dict[str, Any]:
     command = [
         "broker",
@@ -256,7 +315,11 @@ def _rpc_targets(agents: Iterable[DiscoveredAgent]) -> str:
 
 
 def _agent(
-    item: DiscoveredAgent, options: RenderOptions, ingress: str, targets: str
+    item: DiscoveredAgent,
+    options: RenderOptions,
+    ingress: str,
+    targets: str,
+    servers: list[ModelServer],
 ) -> dict[str, Any]:
     name = item.agent.spec.name
     environment = {
@@ -266,6 +329,8 @@ def _agent(
     }
     if targets:
         environment["AGENTFN_RPC_TARGETS"] = targets
+    if servers:
+        environment[INFERENCE_TARGETS_ENV] = _inference_targets(servers)
     endpoint = otlp_endpoint(options.model_copy(update={"otel": "sidecar"}))
     if options.otel != "off" and endpoint is not None:
         environment["OTEL_EXPORTER_OTLP_ENDPOINT"] = endpoint
@@ -275,7 +340,7 @@ def _agent(
         "command": ["serve", "--grpc-port", str(GRPC_PORT)] if item.agent.spec.grpc else ["serve"],
         "environment": environment,
         "healthcheck": _http_healthcheck(),
-        "depends_on": _healthy(BROKER, REDIS),
+        "depends_on": _healthy(BROKER, REDIS, *(server.name for server in servers)),
         "deploy": {"resources": _resources(item.agent.spec.resources)},
     }
 
@@ -308,9 +373,13 @@ def _collector_config_path(container: dict[str, Any]) -> str:
     return f"{mount['mountPath']}/{COLLECTOR_CONFIG_KEY}"
 
 
-def _check_names(agents: list[DiscoveredAgent]) -> None:
+def _check_names(agents: list[DiscoveredAgent], servers: list[ModelServer]) -> None:
     names = [item.agent.spec.name for item in agents]
-    taken = set(_INFRA) | {collector_name(name) for name in names}
+    models = [server.name for server in servers]
+    taken = set(_INFRA) | {collector_name(name) for name in [*names, *models]} | set(models)
+    repeated = sorted({name for name in models if models.count(name) > 1})
+    if repeated:
+        raise ValueError(f"two model servers are named {repeated}")
     for item in agents:
         spec = item.agent.spec
         if spec.name in taken:
@@ -325,26 +394,36 @@ def _check_names(agents: list[DiscoveredAgent]) -> None:
             )
 
 
-def compose_document(agents: Iterable[DiscoveredAgent], options: RenderOptions) -> dict[str, Any]:
-    """The ``compose.yaml`` document for ``agents``, in name order (see the module docstring).
+def compose_document(
+    agents: Iterable[DiscoveredAgent],
+    options: RenderOptions,
+    servers: Iterable[ModelServer] = (),
+) -> dict[str, Any]:
+    """The ``compose.yaml`` document for ``agents`` and the model ``servers``, in name order
+    (see the module docstring).
 
     Raises :class:`ValueError` when an agent's name clashes with another service, or an agent
     names a dead-letter Service that Compose does not run.
     """
     ordered = sorted(agents, key=lambda item: item.agent.spec.name)
-    _check_names(ordered)
+    models = sorted(servers, key=lambda server: server.name)
+    _check_names(ordered, models)
     names = [item.agent.spec.name for item in ordered]
     ingress = f"http://{BROKER}:{_PORT}/{options.namespace}/{options.broker}"
     services: dict[str, Any] = {
         KAFKA: _kafka(),
         REDIS: _redis(),
         DEAD_LETTERS: _dead_letters(options, ingress),
-        BROKER: _broker(options, names),
+        BROKER: _broker(options, [*names, *(server.name for server in models)]),
     }
+    for index, server in enumerate(models):
+        services[server.name] = _model_server(server, options, index)
+        if options.otel != "off":
+            services[collector_name(server.name)] = _collector(server.name, options)
     targets = _rpc_targets(ordered)
     for item in ordered:
         name = item.agent.spec.name
-        services[name] = _agent(item, options, ingress, targets)
+        services[name] = _agent(item, options, ingress, targets, models)
         if options.otel != "off":
             services[collector_name(name)] = _collector(name, options)
     document: dict[str, Any] = {

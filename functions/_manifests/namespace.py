@@ -7,7 +7,10 @@ rollout pod more per workload (:data:`~.sizing.ROLLOUT_SURGE`),
 each pod with its containers as admitted: the agent's own (its ``Resources``, or the
 LimitRange's defaults where it declares none), Knative's queue-proxy (:data:`~.sizing.QUEUE_PROXY`)
 and, with ``--otel sidecar``, the collector; then the platform's pods: the ``dead-letters``
-sink, the shared collector (``--otel shared``) and the single-node Redis (``--profile local``).
+sink, the shared collector (``--otel shared``) and the single-node Redis (``--profile local``);
+and each model server's predictor pods (:mod:`.inference`: ``maxReplicas`` plus a rollout pod,
+its container and queue-proxy), whose CPU and memory this quota binds as it binds the agents'
+(their GPU slices are capped by ``kserve/quota.yaml``).
 The LimitRange gives an unsized container its size, so the quota (which needs every pod to
 declare limits) never refuses a pod for lacking one. :mod:`.sizing` holds every number.
 
@@ -23,6 +26,7 @@ from typing import Any, Final
 from agentfn.functions._loader import DiscoveredAgent
 from agentfn.functions._manifests._meta import DEAD_LETTERS as DEAD_LETTERS_SERVICE
 from agentfn.functions._manifests._meta import labels, metadata
+from agentfn.functions._manifests.inference import ModelServer, model_pod, model_replicas
 from agentfn.functions._manifests.options import RenderOptions
 from agentfn.functions._manifests.services import rpc_service_name
 from agentfn.functions._manifests.sizing import (
@@ -77,7 +81,11 @@ class Workload:
     containers: tuple[Size, ...]
 
 
-def workloads(agents: Sequence[DiscoveredAgent], options: RenderOptions) -> list[Workload]:
+def workloads(
+    agents: Sequence[DiscoveredAgent],
+    options: RenderOptions,
+    servers: Sequence[ModelServer] = (),
+) -> list[Workload]:
     """Everything the namespace runs at once at its largest, as the module docstring counts it."""
     queue_proxy = effective_size(QUEUE_PROXY)
     collector = effective_size(COLLECTOR)
@@ -96,6 +104,14 @@ def workloads(agents: Sequence[DiscoveredAgent], options: RenderOptions) -> list
             DEAD_LETTERS_MAX_SCALE + ROLLOUT_SURGE,
             (effective_size(DEAD_LETTERS), queue_proxy),
         )
+    )
+    counted.extend(
+        Workload(
+            server.predictor,
+            model_replicas(server, options) + ROLLOUT_SURGE,
+            model_pod(server, options),
+        )
+        for server in sorted(servers, key=lambda server: server.name)
     )
     if options.otel == "shared":
         counted.append(Workload("otel-collector", 1 + ROLLOUT_SURGE, (collector,)))
@@ -138,10 +154,12 @@ def _limit_range_max(counted: Sequence[Workload]) -> dict[str, str]:
 
 
 def namespace_documents(
-    agents: Sequence[DiscoveredAgent], options: RenderOptions
+    agents: Sequence[DiscoveredAgent],
+    options: RenderOptions,
+    servers: Sequence[ModelServer] = (),
 ) -> list[dict[str, Any]]:
-    """The Namespace, its ResourceQuota and its LimitRange."""
-    counted = workloads(agents, options)
+    """The Namespace, its ResourceQuota and its LimitRange (``servers``: the model servers)."""
+    counted = workloads(agents, options, servers)
     namespace = {
         "apiVersion": "v1",
         "kind": "Namespace",

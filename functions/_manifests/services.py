@@ -36,7 +36,9 @@ gRPC probe, and Knative's queue-proxy runs the readiness one. Its ``timeoutSecon
 SinkBinding gives it ``K_SINK`` too (a handler answering a call may publish), plus
 ``agentfn.dev/protocol: h2c``. Every agent's container is told where the gRPC agents are:
 ``AGENTFN_RPC_TARGETS`` maps each one's name to ``<agent>-rpc.<namespace>.svc.cluster.local:80``
-(the cluster-local address of a Knative Service; :func:`rpc_targets`).
+(the cluster-local address of a Knative Service; :func:`rpc_targets`), and, where the render
+has model servers, where each model is served: ``AGENTFN_INFERENCE_TARGETS``
+(:func:`.inference.inference_targets`, passed in by the render).
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AUTOSCALING",
+    "INFERENCE_TARGETS_ENV",
     "PROTOCOL_LABEL",
     "RPC_SUFFIX",
     "RPC_TARGETS_ENV",
@@ -103,6 +106,8 @@ RPC_TIMEOUT_S: Final = 600
 PROTOCOL_LABEL: Final = "agentfn.dev/protocol"
 #: ``name=host:port,...``: where each gRPC agent is reached (what ``ctx.rpc(name)`` dials).
 RPC_TARGETS_ENV: Final = "AGENTFN_RPC_TARGETS"
+#: ``model=url,...``: where each model server is reached (what ``ctx.infer(model)`` calls).
+INFERENCE_TARGETS_ENV: Final = "AGENTFN_INFERENCE_TARGETS"
 #: A Knative Service name is a DNS-1035 label.
 _MAX_NAME: Final = 63
 
@@ -162,13 +167,17 @@ def rpc_targets(agents: Iterable[DiscoveredAgent], options: RenderOptions) -> st
     )
 
 
-def _env(found: DiscoveredAgent, options: RenderOptions, targets: str = "") -> list[dict[str, Any]]:
+def _env(
+    found: DiscoveredAgent, options: RenderOptions, targets: str = "", inference: str = ""
+) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [
         {"name": "AGENTFN_AGENT", "value": found.target},
         redis_env(),
     ]
     if targets:
         env.append({"name": RPC_TARGETS_ENV, "value": targets})
+    if inference:
+        env.append({"name": INFERENCE_TARGETS_ENV, "value": inference})
     endpoint = otlp_endpoint(options)
     if endpoint is not None:
         env.append({"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": endpoint})
@@ -182,15 +191,15 @@ def _timeout_seconds(found: DiscoveredAgent) -> int:
 
 
 def agent_service(
-    found: DiscoveredAgent, options: RenderOptions, *, targets: str = ""
+    found: DiscoveredAgent, options: RenderOptions, *, targets: str = "", inference: str = ""
 ) -> dict[str, Any]:
     """The ``serving.knative.dev/v1`` Service running ``found`` (``targets``: see
-    :func:`rpc_targets`)."""
+    :func:`rpc_targets`; ``inference``: ``AGENTFN_INFERENCE_TARGETS``, the model servers)."""
     spec = found.agent.spec
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": options.image,
-        "env": _env(found, options, targets),
+        "env": _env(found, options, targets, inference),
         "ports": [{"name": "http1", "containerPort": HTTP_PORT}],
         **probes("/readyz"),
         "resources": sizing.container_resources(spec.resources),
@@ -201,7 +210,7 @@ def agent_service(
 
 
 def rpc_service(
-    found: DiscoveredAgent, options: RenderOptions, *, targets: str = ""
+    found: DiscoveredAgent, options: RenderOptions, *, targets: str = "", inference: str = ""
 ) -> dict[str, Any]:
     """The ``<agent>-rpc`` Service: the agent answering gRPC on an ``h2c`` port (module doc)."""
     spec = found.agent.spec
@@ -211,7 +220,10 @@ def rpc_service(
             f"agent {spec.name}: its gRPC Service {name!r} is longer than {_MAX_NAME} "
             "characters; shorten the agent's name"
         )
-    env = [*_env(found, options, targets), {"name": "AGENTFN_PROTOCOL", "value": "h2c"}]
+    env = [
+        *_env(found, options, targets, inference),
+        {"name": "AGENTFN_PROTOCOL", "value": "h2c"},
+    ]
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": options.image,
@@ -297,15 +309,15 @@ def sink_binding(options: RenderOptions) -> dict[str, Any]:
 
 
 def services_documents(
-    agents: Iterable[DiscoveredAgent], options: RenderOptions
+    agents: Iterable[DiscoveredAgent], options: RenderOptions, *, inference: str = ""
 ) -> list[dict[str, Any]]:
     """Every agent's Service (by name; a gRPC agent's ``-rpc`` Service after its own), then
-    the SinkBinding."""
+    the SinkBinding. ``inference`` is ``AGENTFN_INFERENCE_TARGETS`` for every agent ('': none)."""
     ordered = sorted(agents, key=lambda found: found.agent.spec.name)
     targets = rpc_targets(ordered, options)
     documents: list[dict[str, Any]] = []
     for found in ordered:
-        documents.append(agent_service(found, options, targets=targets))
+        documents.append(agent_service(found, options, targets=targets, inference=inference))
         if found.agent.spec.grpc:
-            documents.append(rpc_service(found, options, targets=targets))
+            documents.append(rpc_service(found, options, targets=targets, inference=inference))
     return [*documents, sink_binding(options)]
