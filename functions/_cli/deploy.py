@@ -4,7 +4,9 @@ kubectl does the applying (no Kubernetes client library here): it already knows 
 kubeconfig, contexts, credential plugins and server-side dry runs. The files are applied one
 ``kubectl apply -f FILE`` at a time in the order the render lists them (the Namespace, then the
 Secrets and ConfigMaps, then what refers to them), where ``kubectl apply -f DIR`` would go
-alphabetically: the agents before their namespace.
+alphabetically: the agents before their namespace. Then ``kserve/``: the GPU quota, with
+``--kueue`` the Kueue queues, and the one InferenceService variant ``--model-server`` names
+(``gpu``, the MIG one; ``cpu``; ``off`` renders no model server at all).
 """
 
 from __future__ import annotations
@@ -25,18 +27,30 @@ from agentfn.functions._cli.render import (
     BrokerName,
     Image,
     KafkaBootstrap,
+    MigProfile,
+    ModelImage,
+    ModelMaxReplicas,
     Namespace,
     OtelOption,
     ProfileOption,
     Targets,
     find_agents,
+    kserve_folder,
+    model_servers,
     options_or_exit,
 )
 from agentfn.functions._manifests._meta import REDIS_SECRET
+from agentfn.functions._manifests.inference import (
+    KUEUE_FILE,
+    QUOTA_FILE,
+    Variant,
+    file_notes,
+    server_file,
+)
 from agentfn.functions._manifests.options import DEFAULT_IMAGE, RenderOptions
-from agentfn.functions._manifests.render import header, render, write
+from agentfn.functions._manifests.render import header, render, render_kserve, write
 
-__all__ = ["DryRun", "deploy"]
+__all__ = ["DryRun", "ModelServerChoice", "deploy"]
 
 _DEFAULTS = RenderOptions()
 
@@ -52,6 +66,14 @@ class DryRun(StrEnum):
 
     client = "client"
     server = "server"
+
+
+class ModelServerChoice(StrEnum):
+    """Which InferenceService of ``kserve/`` is applied: on a MIG slice, on CPUs, or none."""
+
+    gpu = "gpu"
+    cpu = "cpu"
+    off = "off"
 
 
 def _fail(message: str) -> typer.Exit:
@@ -137,6 +159,22 @@ def deploy(
     profile: ProfileOption = _DEFAULTS.profile,
     otel: OtelOption = _DEFAULTS.otel,
     alert_depth: AlertDepth = _DEFAULTS.alert_depth,
+    mig_profile: MigProfile = _DEFAULTS.mig_profile,
+    model_max_replicas: ModelMaxReplicas = None,
+    model_image: ModelImage = None,
+    model_server: Annotated[
+        ModelServerChoice,
+        typer.Option(
+            help="The InferenceService applied: gpu (a MIG slice), cpu, or off (none, and no "
+            "model Trigger or AGENTFN_INFERENCE_TARGETS)"
+        ),
+    ] = ModelServerChoice.gpu,
+    kueue: Annotated[
+        bool,
+        typer.Option(
+            "--kueue", help="Apply kserve/kueue/ and queue the model servers' pods through it"
+        ),
+    ] = False,
     dry_run: Annotated[
         DryRun | None,
         typer.Option("--dry-run", help="kubectl apply --dry-run=client|server: change nothing"),
@@ -152,8 +190,9 @@ def deploy(
     """Render the agents' manifests (as `agentfn render` does) and kubectl apply them.
 
     The files are applied in the render's order, namespace first, to kubectl's current
-    context; every command is printed before it runs. With --out DIR the files stay there
-    (written before kubectl is looked for), for review or to apply by hand.
+    context, then the model server's (kserve/ beside DIR); every command is printed before it
+    runs. With --out DIR the files stay there (written before kubectl is looked for), for
+    review or to apply by hand.
     """
     names = list(targets or DEFAULT_TARGETS)
     options = options_or_exit(
@@ -164,16 +203,32 @@ def deploy(
         profile=profile,
         otel=otel,
         alert_depth=alert_depth,
+        mig_profile=mig_profile,
+        model_max_replicas=model_max_replicas,
+        model_image=model_image,
+        kueue=kueue,
     )
     agents = find_agents(names)
+    servers = [] if model_server is ModelServerChoice.off else model_servers()
     try:
-        rendered = render(agents, options)
+        rendered = render(agents, options, servers)
+        kserve = render_kserve(agents, options, servers)
     except ValueError as error:
         raise _fail(str(error)) from None
+    head = header(names, options, model_servers=bool(servers))
     with tempfile.TemporaryDirectory(prefix="agentfn-deploy-") as scratch:
-        folder = out if out is not None else Path(scratch)
-        files = write(rendered, folder, header(names, options))
+        folder = out if out is not None else Path(scratch) / "knative"
+        files = write(rendered, folder, head)
         typer.echo(f"rendered {', '.join(path.name for path in files)} into {folder}", err=True)
+        if kserve:
+            models = kserve_folder(folder, None)
+            written = write(kserve, models, head, file_notes(servers, options))
+            typer.echo(f"rendered {len(written)} files into {models}", err=True)
+            # The quota before the pods it bounds; the queues before the pods that join them.
+            chosen = [QUOTA_FILE, *([KUEUE_FILE] if kueue else [])]
+            variant: Variant = "gpu" if model_server is ModelServerChoice.gpu else "cpu"
+            chosen += [server_file(server, variant) for server in servers]
+            files += [models / name for name in chosen]
         program = _kubectl(kubectl)
         context = _current_context(program)
         verb = f"dry run ({dry_run.value}) against" if dry_run is not None else "applying to"

@@ -10,8 +10,9 @@ from typing import Annotated, Any
 
 import typer
 from agentfn.functions._loader import DiscoveredAgent, discover_agents
+from agentfn.functions._manifests.inference import ModelServer, file_notes
 from agentfn.functions._manifests.options import DEFAULT_IMAGE, Otel, Profile, RenderOptions
-from agentfn.functions._manifests.render import header, render_compose, write
+from agentfn.functions._manifests.render import header, render_compose, render_kserve, write
 from agentfn.functions._manifests.render import render as render_files
 from pydantic import ValidationError
 
@@ -21,11 +22,17 @@ __all__ = [
     "BrokerName",
     "Image",
     "KafkaBootstrap",
+    "KueueOption",
+    "MigProfile",
+    "ModelImage",
+    "ModelMaxReplicas",
     "Namespace",
     "OtelOption",
     "ProfileOption",
     "Targets",
     "find_agents",
+    "kserve_folder",
+    "model_servers",
     "options_or_exit",
     "render",
 ]
@@ -57,16 +64,77 @@ OtelOption = Annotated[
 AlertDepth = Annotated[
     int, typer.Option(help="Waiting dead letters of one Trigger that raise the alert", min=0)
 ]
+MigProfile = Annotated[
+    str,
+    typer.Option(
+        help="MIG slice per model-server replica: <g>g.<memory>gb, the resource "
+        "nvidia.com/mig-<profile> (1g.18gb on an H200)"
+    ),
+]
+ModelMaxReplicas = Annotated[
+    int | None,
+    typer.Option(help="The model servers' maxReplicas [default: what their agent declares]"),
+]
+ModelImage = Annotated[
+    str | None,
+    typer.Option(help="Image of the model servers (the inference extra) [default: --image]"),
+]
+KueueOption = Annotated[
+    bool,
+    typer.Option("--kueue", help="Queue the model servers' pods through Kueue (kserve/kueue/)"),
+]
+NoModelServers = Annotated[
+    bool,
+    typer.Option(
+        "--no-model-servers",
+        help="No InferenceService, model Trigger or AGENTFN_INFERENCE_TARGETS",
+    ),
+]
+
+
+def _flag(field: str) -> str:
+    return "--" + field.replace("_", "-")
 
 
 def options_or_exit(**values: Any) -> RenderOptions:
-    """The render options of the command's flags; a bad one exits 2, naming it."""
+    """The render options of the command's flags; a bad one exits 2, naming its flag."""
     try:
         return RenderOptions(**values)
     except ValidationError as error:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+        problems = "; ".join(
+            f"{_flag('.'.join(map(str, e['loc'])))}: {e['msg'].removeprefix('Value error, ')}"
+            for e in error.errors()
+        )
         typer.echo(f"error: {problems}", err=True)
         raise typer.Exit(2) from None
+
+
+async def _not_served(texts: object) -> list[list[float]]:
+    # The render reads the event-path agent's declarations; it never embeds anything.
+    raise RuntimeError("the render's model-server agents embed nothing")
+
+
+def model_servers() -> list[ModelServer]:
+    """A model server per model ``agentfn model serve`` knows, its event path the embedder."""
+    from agentfn.functions.agents import embedder
+    from agentfn.inference import MODELS
+
+    return [
+        ModelServer(
+            DiscoveredAgent(
+                embedder.__name__, "build", embedder.build(_not_served, model_name=name)
+            ),
+            name,
+        )
+        for name in sorted(MODELS)
+    ]
+
+
+def kserve_folder(out: Path | None, kserve_out: Path | None) -> Path:
+    """Where ``kserve/`` goes: ``--kserve-out``, else beside the knative folder."""
+    if kserve_out is not None:
+        return kserve_out
+    return Path("kserve") if out is None else out.parent / "kserve"
 
 
 def find_agents(targets: list[str]) -> list[DiscoveredAgent]:
@@ -109,11 +177,23 @@ def render(
     profile: ProfileOption = _DEFAULTS.profile,
     otel: OtelOption = _DEFAULTS.otel,
     alert_depth: AlertDepth = _DEFAULTS.alert_depth,
+    mig_profile: MigProfile = _DEFAULTS.mig_profile,
+    model_max_replicas: ModelMaxReplicas = None,
+    model_image: ModelImage = None,
+    kueue: KueueOption = False,
+    no_model_servers: NoModelServers = False,
+    kserve_out: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="DIR", help="Folder of the InferenceServices [default: kserve/ beside --out]"
+        ),
+    ] = None,
     compose: Annotated[
         bool, typer.Option("--compose", help="Write compose.yaml (Docker, no Kubernetes)")
     ] = False,
 ) -> None:
-    """Render the agents' Knative manifests (Services, Broker, Triggers, dead-letter sink, ...)."""
+    """Render the agents' Knative manifests (Services, Broker, Triggers, dead-letter sink, ...)
+    and the model servers' KServe InferenceServices."""
     names = list(targets or DEFAULT_TARGETS)
     options = options_or_exit(
         namespace=namespace,
@@ -123,14 +203,30 @@ def render(
         profile=profile,
         otel=otel,
         alert_depth=alert_depth,
+        mig_profile=mig_profile,
+        model_max_replicas=model_max_replicas,
+        model_image=model_image,
+        kueue=kueue,
     )
     agents = find_agents(names)
+    servers = [] if no_model_servers else model_servers()
+    head = header(names, options, compose=compose, model_servers=not no_model_servers)
+    outputs: list[tuple[dict[str, list[dict[str, Any]]], Path, dict[str, str]]] = []
     try:
-        rendered = render_compose(agents, options) if compose else render_files(agents, options)
+        if compose:
+            outputs.append((render_compose(agents, options, servers), out or Path("."), {}))
+        else:
+            folder = out if out is not None else Path("knative")
+            outputs.append((render_files(agents, options, servers), folder, {}))
+            kserve = render_kserve(agents, options, servers)
+            if kserve:
+                outputs.append(
+                    (kserve, kserve_folder(out, kserve_out), file_notes(servers, options))
+                )
     except ValueError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
-    folder = out if out is not None else Path("." if compose else "knative")
-    written = write(rendered, folder, header(names, options, compose=compose))
-    for path in written:
-        typer.echo(f"wrote {path} ({_summary(rendered[path.name])})")
+    for rendered, folder, notes in outputs:
+        for path in write(rendered, folder, head, notes):
+            name = path.relative_to(folder).as_posix()
+            typer.echo(f"wrote {path} ({_summary(rendered[name])})")
