@@ -28,7 +28,7 @@ from agentfn.brokers.config import load_topology
 from agentfn.brokers.server import resolve_destination
 from agentfn.functions import Agent, Delivery, Resources
 from agentfn.functions._cli.broker import parse_services
-from agentfn.functions._cli.render import DEFAULT_TARGETS
+from agentfn.functions._cli.render import DEFAULT_TARGETS, model_servers
 from agentfn.functions._loader import DiscoveredAgent, discover_agents
 from agentfn.functions._manifests.compose import (
     BROKER,
@@ -70,7 +70,7 @@ def compose_schema(shared_spec: Path) -> jsonschema.Draft7Validator:
 
 @pytest.fixture
 def document() -> dict[str, Any]:
-    return compose_document(reference_agents(), RenderOptions())
+    return compose_document(reference_agents(), RenderOptions(), model_servers())
 
 
 def schema_errors(validator: jsonschema.Draft7Validator, document: dict[str, Any]) -> list[str]:
@@ -271,7 +271,7 @@ def test_committed_compose_yaml_is_what_agentfn_render_compose_writes(
     assert COMPOSE_FILE.is_file(), "compose.yaml is missing: run agentfn render --compose"
     options = RenderOptions()
     written = write(
-        render_compose(reference_agents(), options),
+        render_compose(reference_agents(), options, model_servers()),
         tmp_path,
         header(list(DEFAULT_TARGETS), options, compose=True),
     )
@@ -333,6 +333,7 @@ def test_every_dependency_can_be_satisfied(document: dict[str, Any]) -> None:
     assert services["planner"]["depends_on"] == {
         "broker": {"condition": "service_healthy"},
         "redis": {"condition": "service_healthy"},
+        "embedder": {"condition": "service_healthy"},  # the model server, its model loaded
     }
     assert services[BROKER]["depends_on"] == {
         "kafka": {"condition": "service_healthy"},
@@ -344,6 +345,7 @@ def test_every_dependency_can_be_satisfied(document: dict[str, Any]) -> None:
     del unhealthy["services"][REDIS]["healthcheck"]
     assert dependency_problems(unhealthy) == [
         "dead-letters waits for redis healthy; redis has no healthcheck",
+        "embedder waits for redis healthy; redis has no healthcheck",
         "aggregator waits for redis healthy; redis has no healthcheck",
         "flaky waits for redis healthy; redis has no healthcheck",
         "planner waits for redis healthy; redis has no healthcheck",

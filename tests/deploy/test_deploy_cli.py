@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from agentfn.functions._cli.render import DEFAULT_TARGETS, find_agents
+from agentfn.functions._cli.render import DEFAULT_TARGETS, find_agents, model_servers
 from agentfn.functions._manifests.options import RenderOptions
 from agentfn.functions._manifests.render import header, render, write
 
@@ -99,7 +99,13 @@ def calls(log: Path) -> list[list[str]]:
 
 def expected_files(tmp_path: Path, options: RenderOptions) -> list[Path]:
     names = list(DEFAULT_TARGETS)
-    return write(render(find_agents(names), options), tmp_path / "expected", header(names, options))
+    rendered = render(find_agents(names), options, model_servers())
+    return write(rendered, tmp_path / "expected", header(names, options))
+
+
+#: What deploy applies of kserve/ (beside the knative folder) by default: the GPU quota, then
+#: the MIG InferenceService (tests/deploy/test_kserve.py: the other choices).
+MODEL_FILES = ["quota.yaml", "embedder.yaml"]
 
 
 def test_without_kubectl_it_exits_2_after_writing_the_files(
@@ -137,19 +143,20 @@ def test_dry_run_applies_each_rendered_file_in_render_order(
     )
     assert done.returncode == 0, done.stderr
     options = RenderOptions(image=image)
-    order = list(render(find_agents(list(DEFAULT_TARGETS)), options))
+    order = list(render(find_agents(list(DEFAULT_TARGETS)), options, model_servers()))
     assert order[0] == "namespace.yaml"
-    applies = [["apply", "--dry-run=client", "-f", str(out / name)] for name in order]
+    paths = [out / name for name in order] + [tmp_path / "kserve" / name for name in MODEL_FILES]
+    applies = [["apply", "--dry-run=client", "-f", str(path)] for path in paths]
     assert calls(log) == [["config", "current-context"], *applies]
     # Each command is printed before it runs, with the kubectl it found on PATH.
     printed = [line[2:] for line in done.stderr.splitlines() if line.startswith("$ ")]
     assert printed == [
         f"{kubectl} config current-context",
-        *(f"{kubectl} apply --dry-run=client -f {out / name}" for name in order),
+        *(f"{kubectl} apply --dry-run=client -f {path}" for path in paths),
     ]
     assert "kind-agentfn" in done.stderr
     # kubectl's own output comes through.
-    assert done.stdout.splitlines() == [f"applied {out / name}" for name in order]
+    assert done.stdout.splitlines() == [f"applied {path}" for path in paths]
     # What was applied is the render with these options.
     for path in expected_files(tmp_path, options):
         assert (out / path.name).read_text() == path.read_text()
@@ -235,7 +242,8 @@ def test_prod_keeps_an_existing_redis_secret(empty_bin: Path, tmp_path: Path, ex
     assert lookup in calls(log)
     applied = [Path(call[-1]).name for call in calls(log) if call[:1] == ["apply"]]
     order = list(render(find_agents(list(DEFAULT_TARGETS)), RenderOptions(profile="prod")))
-    assert applied == [name for name in order if not (exists and name == "redis.yaml")]
+    kept = [name for name in order if not (exists and name == "redis.yaml")]
+    assert applied == [*kept, *MODEL_FILES]
     assert ("kept the existing Secret agentfn-redis" in done.stderr) is exists
 
 

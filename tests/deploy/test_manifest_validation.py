@@ -19,8 +19,11 @@ reach. What stands in for it:
   URL) resolving inside the render; the ResourceQuota covering every pod at its largest; every
   pod passing the Pod Security level the Namespace enforces.
 
-Rendered: the reference agents, for both profiles and the three collector modes, and once in
-another namespace and broker, so nothing is tied to ``default``.
+Rendered: the reference agents with the model servers (``knative/`` and ``kserve/``, both
+InferenceService variants and the Kueue set), for both profiles and the three collector modes,
+once in another namespace and broker, so nothing is tied to ``default``, and once with another
+MIG profile, more replicas and Kueue. A model server's predictor is checked as the pod KServe
+makes of it (its pod fields as a Kubernetes PodSpec, its labels and annotations as the pod's).
 """
 
 from __future__ import annotations
@@ -39,9 +42,10 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from agentfn.functions._cli.render import model_servers
 from agentfn.functions._loader import DiscoveredAgent, discover_agents
 from agentfn.functions._manifests.options import RenderOptions
-from agentfn.functions._manifests.render import render
+from agentfn.functions._manifests.render import render, render_kserve
 from agentfn.functions._manifests.sizing import (
     GPU_RESOURCE,
     ROLLOUT_SURGE,
@@ -56,7 +60,10 @@ RENDERS = [
     RenderOptions(profile=profile, otel=otel)
     for profile in ("local", "prod")
     for otel in ("shared", "sidecar", "off")
-] + [RenderOptions(namespace="agents", broker="events", otel="sidecar")]
+] + [
+    RenderOptions(namespace="agents", broker="events", otel="sidecar"),
+    RenderOptions(mig_profile="3g.40gb", model_max_replicas=7, kueue=True),
+]
 
 #: (apiVersion, kind) -> the CRD file under ../shared/spec that defines it.
 CRDS: dict[tuple[str, str], str] = {
@@ -81,10 +88,32 @@ CRDS: dict[tuple[str, str], str] = {
     ),
     ("kueue.x-k8s.io/v1beta1", "LocalQueue"): "kueue/kueue.x-k8s.io_localqueues.yaml",
     ("kueue.x-k8s.io/v1beta2", "LocalQueue"): "kueue/kueue.x-k8s.io_localqueues.yaml",
+    ("kueue.x-k8s.io/v1beta2", "ClusterQueue"): "kueue/kueue.x-k8s.io_clusterqueues.yaml",
+    ("kueue.x-k8s.io/v1beta2", "ResourceFlavor"): "kueue/kueue.x-k8s.io_resourceflavors.yaml",
 }
 #: What kubernetes-validate checks: the API groups of Kubernetes itself.
 CORE_API_VERSIONS = {"v1", "apps/v1", "batch/v1", "policy/v1", "autoscaling/v2"}
 KNATIVE_SERVICE = "serving.knative.dev/v1"
+ISVC = ("serving.kserve.io/v1beta1", "InferenceService")
+#: Fields of a KServe predictor that are KServe's own, not its pod's.
+PREDICTOR_FIELDS = {
+    "minReplicas",
+    "maxReplicas",
+    "scaleMetric",
+    "scaleMetricType",
+    "scaleTarget",
+    "containerConcurrency",
+    "timeout",
+    "canaryTrafficPercent",
+    "labels",
+    "annotations",
+    "batcher",
+    "logger",
+    "autoScaling",
+    "deploymentStrategy",
+}
+#: Kinds without a namespace.
+CLUSTER_SCOPED = {"Namespace", "ClusterQueue", "ResourceFlavor"}
 #: Fields a Knative revision's spec adds to a Kubernetes PodSpec.
 KNATIVE_POD_FIELDS = {
     "containerConcurrency",
@@ -106,7 +135,10 @@ def reference_agents() -> tuple[DiscoveredAgent, ...]:
 
 @functools.cache
 def _rendered(options: RenderOptions) -> tuple[tuple[str, Document], ...]:
-    files = render(reference_agents(), options)
+    servers = model_servers()
+    files = render(reference_agents(), options, servers)
+    kserve = render_kserve(reference_agents(), options, servers)
+    files |= {f"kserve/{name}": documents for name, documents in kserve.items()}
     return tuple((name, document) for name, documents in files.items() for document in documents)
 
 
@@ -187,10 +219,34 @@ def validate_schema(shared_spec: Path, document: Document) -> None:
             kubernetes_validate.validate(
                 revision_as_pod(document), kubernetes_version(), strict=True
             )
+        if key == ISVC:
+            kubernetes_validate.validate(
+                predictor_as_pod(document), kubernetes_version(), strict=True
+            )
     elif document["apiVersion"] in CORE_API_VERSIONS:
         kubernetes_validate.validate(document, kubernetes_version(), strict=True)
     else:
         raise LookupError(f"no schema known for {key}: add its CRD or validator here")
+
+
+def predictor_as_pod(isvc: Document) -> Document:
+    """An InferenceService's predictor as the Pod KServe (through Knative) makes of it: its pod
+    fields, the container's probes given their port as Knative's defaulting does."""
+    predictor = isvc["spec"]["predictor"]
+    spec = {k: v for k, v in copy.deepcopy(predictor).items() if k not in PREDICTOR_FIELDS}
+    service = {
+        "metadata": {"name": f"{isvc['metadata']['name']}-predictor"},
+        "spec": {
+            "template": {
+                "metadata": {
+                    "labels": predictor.get("labels") or {},
+                    "annotations": predictor.get("annotations") or {},
+                },
+                "spec": spec,
+            }
+        },
+    }
+    return revision_as_pod(service)
 
 
 def revision_as_pod(service: Document) -> Document:
@@ -310,6 +366,9 @@ def pod_templates(document: Document) -> list[tuple[dict[str, Any], dict[str, An
     ):
         template = document["spec"]["template"]
         return [(template.get("metadata", {}), template["spec"])]
+    if (document["apiVersion"], document["kind"]) == ISVC:
+        pod = predictor_as_pod(document)
+        return [(pod["metadata"], pod["spec"])]
     return []
 
 
@@ -328,7 +387,7 @@ def naming_problems(documents: Sequence[Document], options: RenderOptions) -> li
         if len(meta["name"]) > limit or not pattern.fullmatch(meta["name"]):
             shape = "label" if pattern is _DNS_LABEL else "subdomain"
             problems.append(f"{what}: name is not a DNS-1123 {shape}")
-        expected = None if document["kind"] == "Namespace" else options.namespace
+        expected = None if document["kind"] in CLUSTER_SCOPED else options.namespace
         if meta.get("namespace") != expected:
             problems.append(f"{what}: namespace {meta.get('namespace')!r}, not {expected!r}")
         metas = [meta, *(template for template, _ in pod_templates(document))]
@@ -889,6 +948,10 @@ def _queue_proxy(annotations: Mapping[str, str]) -> dict[str, Any]:
 
 def _most_pods(document: Document) -> int:
     """Pods a workload may run at once: its most replicas plus a rollout's surge."""
+    if (document["apiVersion"], document["kind"]) == ISVC:
+        predictor = document["spec"]["predictor"]
+        low = int(predictor.get("minReplicas", 1))
+        return (predictor.get("maxReplicas") or max(UNBOUNDED_MAX_SCALE, low)) + ROLLOUT_SURGE
     if document["apiVersion"] == KNATIVE_SERVICE:
         annotations = document["spec"]["template"].get("metadata", {}).get("annotations") or {}
         most = int(annotations.get(f"{AUTOSCALING}max-scale", "0"))
@@ -909,11 +972,15 @@ def quota_problems(documents: Sequence[Document]) -> list[str]:
 
     Counted from the documents alone: each Knative Service at its max-scale (an unbounded one at
     the documented cap) plus one rollout pod, with queue-proxy beside each container set; each
-    Deployment at its replicas plus its maxSurge.
+    InferenceService likewise at its maxReplicas (its two variants are one InferenceService,
+    applied one or the other: counted once, at the larger of each); each Deployment at its
+    replicas plus its maxSurge. Every quota naming a resource must cover it (Kubernetes
+    enforces each), and a resource the pods ask for must be named by one; extended resources
+    (GPUs, MIG slices) are counted by their requests, as Kubernetes counts them.
     """
     problems: list[str] = []
     limit_range = _limit_range(documents)
-    needed = {
+    needed: dict[str, Fraction] = {
         "pods": Fraction(0),
         "requests.cpu": Fraction(0),
         "requests.memory": Fraction(0),
@@ -921,14 +988,19 @@ def quota_problems(documents: Sequence[Document]) -> list[str]:
         "limits.memory": Fraction(0),
         f"requests.{GPU_RESOURCE}": Fraction(0),
     }
+    # An InferenceService's variants share a name: (namespace, name) -> its largest needs.
+    variants: dict[tuple[str, str], dict[str, Fraction]] = {}
     for document, _, pod in _pods(documents):
         what = f"{document['kind']}/{document['metadata']['name']}"
         count = _most_pods(document)
-        needed["pods"] += count
+        isvc = (document["apiVersion"], document["kind"]) == ISVC
+        own: dict[str, Fraction] = {}
+        needs = own if isvc else needed
+        needs["pods"] = needs.get("pods", Fraction(0)) + count
         sized = [(c.get("name", "?"), c.get("resources") or {}) for c in _containers(pod)]
-        if document["apiVersion"] == KNATIVE_SERVICE:
-            annotations = document["spec"]["template"].get("metadata", {}).get("annotations") or {}
-            sized.append(("queue-proxy", _queue_proxy(annotations)))
+        if document["apiVersion"] == KNATIVE_SERVICE or isvc:
+            ((template, _),) = pod_templates(document)
+            sized.append(("queue-proxy", _queue_proxy(template.get("annotations") or {})))
         for name, resources in sized:
             requests, limits = admitted(resources, limit_range)
             for resource in ("cpu", "memory"):
@@ -940,19 +1012,40 @@ def quota_problems(documents: Sequence[Document]) -> list[str]:
                 top = limit_range["max"].get(resource)
                 if top is not None and limits[resource] > top:
                     problems.append(f"{what}/{name}: {resource} limit above the LimitRange max")
-                needed[f"requests.{resource}"] += requests.get(resource, Fraction(0)) * count
-                needed[f"limits.{resource}"] += limits[resource] * count
-            needed[f"requests.{GPU_RESOURCE}"] += requests.get(GPU_RESOURCE, Fraction(0)) * count
+                for key, amount in (
+                    (f"requests.{resource}", requests.get(resource, Fraction(0))),
+                    (f"limits.{resource}", limits[resource]),
+                ):
+                    needs[key] = needs.get(key, Fraction(0)) + amount * count
+            for resource, amount in requests.items():
+                if resource not in {"cpu", "memory"}:  # extended: GPUs, MIG slices
+                    key = f"requests.{resource}"
+                    needs[key] = needs.get(key, Fraction(0)) + amount * count
+        if isvc:
+            largest = variants.setdefault(
+                (_namespace_of(document), document["metadata"]["name"]), {}
+            )
+            for key, amount in own.items():
+                largest[key] = max(largest.get(key, Fraction(0)), amount)
+    for largest in variants.values():
+        for key, amount in largest.items():
+            needed[key] = needed.get(key, Fraction(0)) + amount
     quotas = [d for d in documents if d["kind"] == "ResourceQuota"]
-    if len(quotas) != 1:
-        return [*problems, f"{len(quotas)} ResourceQuotas (the render sizes exactly one)"]
-    hard = {k: parse_quantity(v) for k, v in quotas[0]["spec"]["hard"].items()}
+    if not quotas:
+        return [*problems, "no ResourceQuota in the render"]
     for key, need in needed.items():
-        if key not in hard:
-            if not key.endswith(GPU_RESOURCE) or need:
-                problems.append(f"ResourceQuota: {key} unbounded, {need} needed")
-        elif hard[key] < need:
-            problems.append(f"ResourceQuota: {key} is {hard[key]}, below the {need} needed")
+        caps = [
+            (quota["metadata"]["name"], parse_quantity(quota["spec"]["hard"][key]))
+            for quota in quotas
+            if key in quota["spec"]["hard"]
+        ]
+        if not caps and (not key.endswith(GPU_RESOURCE) or need):
+            problems.append(f"ResourceQuota: {key} unbounded, {need} needed")
+        problems += [
+            f"ResourceQuota {name}: {key} is {cap}, below the {need} needed"
+            for name, cap in caps
+            if cap < need
+        ]
     return problems
 
 
@@ -1025,6 +1118,13 @@ def _serving(documents: list[Document], name: str) -> dict[str, Any]:
 
 def _set(mapping: dict[str, Any], key: str, value: Any) -> None:
     mapping[key] = value
+
+
+def _each_predictor(documents: list[Document], key: str, value: Any) -> None:
+    """Both variants of the InferenceService: what the other leaves, the quota counts."""
+    for document in documents:
+        if (document["apiVersion"], document["kind"]) == ISVC:
+            document["spec"]["predictor"][key] = value
 
 
 def _broken(options: RenderOptions, breakage: Breakage) -> list[Document]:
@@ -1330,7 +1430,13 @@ BREAKS: dict[str, tuple[Callable[[list[Document]], list[str]], RenderOptions, Br
         quota_problems,
         RenderOptions(),
         lambda ds: _set(_serving(ds, "worker")["resources"]["limits"], GPU_RESOURCE, 1),
-        f"requests.{GPU_RESOURCE} unbounded",
+        f"ResourceQuota agentfn-gpu: requests.{GPU_RESOURCE} is 0, below the",
+    ),
+    "mig-max-replicas-raised": (
+        quota_problems,
+        RenderOptions(),
+        lambda ds: _each_predictor(ds, "maxReplicas", 10),
+        "ResourceQuota agentfn-gpu: requests.nvidia.com/mig-1g.10gb is 5, below the 11 needed",
     ),
 }
 

@@ -30,9 +30,11 @@ from agentfn.events import CloudEvent, from_protobuf, to_protobuf
 from agentfn.events.proto import agent_pb2_grpc
 from agentfn.functions import Agent, Delivery, Resources, Scaling, Settings
 from agentfn.functions._cli.dev import _brokers_in_use, _ingress_broker
+from agentfn.functions._cli.render import model_servers
 from agentfn.functions._knative import BROKER_DELIVERY, trigger_documents
 from agentfn.functions._loader import DiscoveredAgent, discover_agents
 from agentfn.functions._manifests.deadletters import alert_expression
+from agentfn.functions._manifests.inference import model_triggers
 from agentfn.functions._manifests.options import Profile, RenderOptions
 from agentfn.functions._manifests.render import dump, header, render
 from agentfn.functions._manifests.services import (
@@ -107,26 +109,30 @@ def _agent(name: str = "probe", **hints: Any) -> DiscoveredAgent:
 
 
 def test_committed_knative_is_what_agentfn_render_writes(tmp_path: Path) -> None:
-    result = _cli("render", "--out", str(tmp_path))
+    # kserve/ goes beside the --out folder: tests/deploy/test_kserve.py checks it.
+    out = tmp_path / "knative"
+    result = _cli("render", "--out", str(out))
     assert result.returncode == 0, result.stderr
-    written = sorted(p.name for p in tmp_path.iterdir())
+    written = sorted(p.name for p in out.iterdir())
     committed = sorted(p.name for p in KNATIVE.iterdir())
     assert written == committed, "knative/ is out of date: run `agentfn render`"
     for name in written:
-        assert (tmp_path / name).read_bytes() == (KNATIVE / name).read_bytes(), (
+        assert (out / name).read_bytes() == (KNATIVE / name).read_bytes(), (
             f"knative/{name} differs from what `agentfn render` writes: run `agentfn render`"
         )
-    # It says what it wrote, each file with its kinds.
-    assert f"wrote {tmp_path / 'agents.yaml'} (5 Service, SinkBinding)" in result.stdout
-    assert f"wrote {tmp_path / 'triggers.yaml'} (5 Trigger)" in result.stdout
+    # It says what it wrote, each file with its kinds (the model server's Trigger the sixth).
+    assert f"wrote {out / 'agents.yaml'} (5 Service, SinkBinding)" in result.stdout
+    assert f"wrote {out / 'triggers.yaml'} (6 Trigger)" in result.stdout
 
 
 def test_the_render_is_the_same_whatever_the_hash_seed(tmp_path: Path) -> None:
     for seed in ("1", "2"):
-        result = _cli("render", "--out", str(tmp_path / seed), env={"PYTHONHASHSEED": seed})
+        out = tmp_path / seed / "knative"
+        result = _cli("render", "--out", str(out), env={"PYTHONHASHSEED": seed})
         assert result.returncode == 0, result.stderr
-    for path in (tmp_path / "1").iterdir():
-        assert path.read_bytes() == (tmp_path / "2" / path.name).read_bytes(), path.name
+    for path in (tmp_path / "1").rglob("*.yaml"):
+        twin = tmp_path / "2" / path.relative_to(tmp_path / "1")
+        assert path.read_bytes() == twin.read_bytes(), path.name
 
 
 def test_two_renders_in_one_process_are_equal(reference: list[DiscoveredAgent]) -> None:
@@ -673,6 +679,10 @@ def test_agentfn_dev_builds_the_triggers_that_render_writes(
     # against the committed file: the same documents, the namespace aside (dev's Triggers are
     # in `default`, the render's in `agentfn`, which the dead-letter paths name too).
     committed = list(yaml.safe_load_all((KNATIVE / "triggers.yaml").read_text()))
+    # The model server's Trigger is the same implementation's, to its InferenceService.
+    models = [d for d in committed if d["spec"]["subscriber"]["ref"]["kind"] == "InferenceService"]
+    assert models == model_triggers(model_servers(), RenderOptions())
+    committed = [d for d in committed if d not in models]
     generated = [
         document
         for found in sorted(reference, key=lambda f: f.agent.spec.name)
@@ -702,6 +712,7 @@ def test_the_embedded_broker_loads_knative_as_a_folder() -> None:
         "worker",
         "aggregator",
         "flaky",
+        "embedder",
     }
 
 

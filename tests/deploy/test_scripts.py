@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 import yaml
-from agentfn.functions._cli.render import DEFAULT_TARGETS, find_agents
+from agentfn.functions._cli.render import DEFAULT_TARGETS, find_agents, model_servers
 from agentfn.functions._manifests.options import RenderOptions
 from agentfn.functions._manifests.render import header, render, write
 from agentfn.functions.agents import aggregator, planner
@@ -476,7 +476,9 @@ def test_deploy_builds_pushes_and_deploys_that_image(bare_bin: Path, tmp_path: P
     options = RenderOptions(image=image, namespace=args[args.index("--namespace") + 1])
     names = list(DEFAULT_TARGETS)
     expected = write(
-        render(find_agents(names), options), tmp_path / "expected", header(names, options)
+        render(find_agents(names), options, model_servers()),
+        tmp_path / "expected",
+        header(names, options),
     )
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in expected)
     for path in expected:
