@@ -33,8 +33,8 @@ gRPC channels are the app's (:class:`ChannelPool`, one per target, kept apart fr
 channels by their retry policy); REST calls use the app's aiohttp session.
 
 The kserve SDK (its OIP types and generated gRPC stubs; ``agentfn[inference-client]``) is
-imported on the first call, never with this module: an agent that does not infer never loads
-it.
+imported on the first call that needs it, never with this module: an agent that does not infer
+never loads it, and :meth:`InferenceClient.embed` over REST (plain OIP JSON) never needs it.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal, NoReturn
 
 from agentfn.events import parse_retry_after
 from agentfn.functions._breaker import CircuitBreakers
@@ -333,6 +333,18 @@ class InferenceClient:
             return []
         if not all(isinstance(text, str) for text in batch):
             raise TypeError("embed takes texts (str)")
+        if self.protocol == "rest":
+            # Plain OIP JSON, not kserve's types: an agent embedding over REST (the way a
+            # Trigger's InferenceService is reached in a cluster) needs no kserve installed and
+            # pays no kserve import (about a second and a half) on its first call.
+            seconds = self._timeout_or_raise(timeout)
+            tensor = {"name": TEXT_INPUT, "shape": [len(batch)], "datatype": "BYTES", "data": batch}
+            content, length = await self._post_rest(
+                json.dumps({"inputs": [tensor]}).encode(),
+                {"Content-Type": "application/json"},
+                seconds,
+            )
+            return _rest_embeddings(self.target, content[:length], len(batch))
         kserve = _kserve()
         text = kserve.InferInput(name=TEXT_INPUT, shape=[len(batch)], datatype="BYTES", data=batch)
         response = await self.infer(kserve.InferRequest(self.model, [text]), timeout=timeout)
@@ -423,14 +435,23 @@ class InferenceClient:
 
     async def _infer_rest(self, request: InferRequest, seconds: float) -> InferResponse:
         body, json_length = request.to_rest()
-        headers = dict(self._metadata)
         if json_length is None:
             data = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
+            headers = {"Content-Type": "application/json"}
         else:
             data = body
-            headers[_HEADER_LENGTH] = str(json_length)
-            headers["Content-Type"] = "application/octet-stream"
+            headers = {_HEADER_LENGTH: str(json_length), "Content-Type": "application/octet-stream"}
+        content, length = await self._post_rest(data, headers, seconds)
+        try:
+            return _kserve().InferResponse.from_bytes(content, length)
+        except (ValueError, KeyError, TypeError) as error:
+            raise InferenceOutputError(self.target, f"unreadable answer: {error}") from error
+
+    async def _post_rest(
+        self, data: bytes, content_headers: Mapping[str, str], seconds: float
+    ) -> tuple[bytes, int]:
+        """POST an inference request under the breaker; the answer and its JSON part's length."""
+        headers = {**dict(self._metadata), **content_headers}
         url = f"{self._address}/v2/models/{urllib.parse.quote(self.model, safe='')}/infer"
         deadline = self._clock() + seconds
         decision = await self._breakers.acquire(self.target)
@@ -449,10 +470,7 @@ class InferenceClient:
                 await self._breakers.record(self.target, decision, ok=False)
             raise
         await self._breakers.record(self.target, decision, ok=True)
-        try:
-            return _kserve().InferResponse.from_bytes(content, length)
-        except (ValueError, KeyError, TypeError) as error:
-            raise InferenceOutputError(self.target, f"unreadable answer: {error}") from error
+        return content, length
 
     async def _attempts(
         self, url: str, data: bytes, headers: dict[str, str], deadline: float
@@ -550,27 +568,57 @@ class InferenceClient:
         outputs = list(response.outputs)
         found = next((o for o in outputs if o.name == EMBEDDING_OUTPUT), None)
         if found is None:
-            names = ", ".join(repr(o.name) for o in outputs) or "none"
-            raise InferenceOutputError(
-                self.target, f"no output tensor {EMBEDDING_OUTPUT!r} (outputs: {names})"
-            )
-        if found.datatype != "FP32":
-            raise InferenceOutputError(
-                self.target, f"{EMBEDDING_OUTPUT!r} is {found.datatype}, not FP32"
-            )
-        shape = [int(n) for n in found.shape]
-        if len(shape) != 2 or shape[0] != count or shape[1] < 1:
-            raise InferenceOutputError(
-                self.target,
-                f"{EMBEDDING_OUTPUT!r} has shape {shape}, not [{count}, dimensions] "
-                f"for {count} texts",
-            )
+            _no_embedding(self.target, [o.name for o in outputs])
+        _check_embedding(self.target, found.datatype, found.shape, count)
         try:
             array = found.as_numpy()
         except ValueError as error:  # kserve's InvalidInput is one; so is a failed reshape
             raise InferenceOutputError(self.target, f"{EMBEDDING_OUTPUT!r}: {error}") from error
         rows: list[list[float]] = array.tolist()
         return rows
+
+
+def _no_embedding(target: str, names: Sequence[object]) -> NoReturn:
+    listed = ", ".join(repr(name) for name in names) or "none"
+    raise InferenceOutputError(target, f"no output tensor {EMBEDDING_OUTPUT!r} (outputs: {listed})")
+
+
+def _check_embedding(target: str, datatype: object, shape: object, count: int) -> list[int]:
+    """The shape of an ``embedding`` output, checked to be FP32 ``[count, dimensions]``."""
+    if datatype != "FP32":
+        raise InferenceOutputError(target, f"{EMBEDDING_OUTPUT!r} is {datatype}, not FP32")
+    try:
+        dims = [int(n) for n in shape]  # type: ignore[attr-defined]
+    except (TypeError, ValueError) as error:
+        raise InferenceOutputError(target, f"{EMBEDDING_OUTPUT!r}: shape {shape!r}") from error
+    if len(dims) != 2 or dims[0] != count or dims[1] < 1:
+        raise InferenceOutputError(
+            target,
+            f"{EMBEDDING_OUTPUT!r} has shape {dims}, not [{count}, dimensions] for {count} texts",
+        )
+    return dims
+
+
+def _rest_embeddings(target: str, content: bytes, count: int) -> list[list[float]]:
+    """The rows of an OIP REST answer's ``embedding`` output (JSON data, flat or nested)."""
+    try:
+        answer = json.loads(content)
+        outputs = answer["outputs"]
+        found = next((o for o in outputs if o.get("name") == EMBEDDING_OUTPUT), None)
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise InferenceOutputError(target, f"unreadable answer: {error!r}") from error
+    if found is None:
+        _no_embedding(target, [o.get("name") for o in outputs])
+    rows, width = _check_embedding(target, found.get("datatype"), found.get("shape"), count)
+    data = found.get("data")
+    if not isinstance(data, list):  # binary tensor data: not asked for, so not expected
+        raise InferenceOutputError(target, f"{EMBEDDING_OUTPUT!r} carries no JSON data")
+    flat = [value for row in data for value in row] if data and isinstance(data[0], list) else data
+    if len(flat) != rows * width or not all(isinstance(v, int | float) for v in flat):
+        raise InferenceOutputError(
+            target, f"{EMBEDDING_OUTPUT!r}: {len(flat)} values for shape [{rows}, {width}]"
+        )
+    return [[float(v) for v in flat[i * width : (i + 1) * width]] for i in range(rows)]
 
 
 def _error_message(content: bytes) -> str:

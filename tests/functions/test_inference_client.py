@@ -650,3 +650,39 @@ def test_an_agent_that_does_not_infer_never_imports_kserve(tmp_path: Path) -> No
     assert status == 202
     heavy = ("kserve", "numpy", "pandas", "torch", "grpc", "aiohttp")
     assert [m for m in modules if m.split(".")[0] in heavy] == []
+
+
+def test_embed_over_rest_needs_no_kserve(model_server: ModelServer, tmp_path: Path) -> None:
+    """An agent image without the inference-client extra embeds over REST all the same."""
+    probe = textwrap.dedent(
+        f"""
+        import asyncio, json, sys
+        sys.modules["kserve"] = None  # as if not installed: importing it raises ImportError
+        from agentfn.functions import InferenceClient
+
+        async def main():
+            async with InferenceClient({model_server.model!r}, {model_server.http_url!r}) as m:
+                cat, kitten, markets = await m.embed(
+                    ["A cat sits on the mat", "A kitten rests on a rug", "Stock markets fell"]
+                )
+            dot = lambda a, b: sum(x * y for x, y in zip(a, b))
+            loaded = sorted(n for n in sys.modules if n.split(".")[0] in ("kserve", "numpy"))
+            print(json.dumps([len(cat), dot(cat, kitten), dot(cat, markets), loaded]))
+
+        asyncio.run(main())
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    width, near, far, loaded = json.loads(result.stdout.strip().splitlines()[-1])
+    assert width == DIMENSIONS
+    assert near > far
+    assert loaded == ["kserve"]  # only the None placed above: nothing of kserve or numpy ran
