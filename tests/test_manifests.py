@@ -48,8 +48,8 @@ def test_knative_manifests_hold_eventing_objects() -> None:
     kinds = [d["kind"] for d in eventing_documents()]
     assert kinds.count("Broker") == 1
     # One per handler: each consumes one type (the planner has two: tasks, and plan requests,
-    # which its peers ask over gRPC but the broker may deliver too).
-    assert kinds.count("Trigger") == 5
+    # which its peers ask over gRPC but the broker may deliver too), and the model server's.
+    assert kinds.count("Trigger") == 6
 
 
 @pytest.mark.parametrize(
@@ -83,6 +83,7 @@ def test_the_embedded_broker_reads_the_same_manifests() -> None:
         "worker-agentfn-work-requested",
         "aggregator-agentfn-work-completed",
         "flaky-agentfn-flaky-requested",
+        "embedder-agentfn-embedding-requested",
     }
     # knative/'s Broker in the render's namespace; the embedded broker's default one beside it.
     assert list(topology.brokers) == [("agentfn", "default"), ("default", "default")]
