@@ -2,6 +2,9 @@
 # Build the one agentfn image, push it to the kind cluster's local registry and deploy the
 # agents with it: `agentfn deploy --image localhost:5001/agentfn:TAG`, which renders the
 # manifests into OUT_DIR (default build/deploy, kept for review) and kubectl-applies them.
+# The model server's image (TAG-inference: the same build with the inference extra, on the CPU
+# build of torch, since kind nodes have no GPU) is built and pushed beside it, and its
+# InferenceService is the CPU variant (`--model-server cpu`). MODEL_SERVER=off skips both.
 #
 # TAG defaults to the commit (short hash, with -dirty-<time> for uncommitted changes): a new
 # tag per build is what makes Knative roll out a new revision, since the kind cluster skips tag
@@ -40,6 +43,9 @@ agentfn_command() {
 
 TAG=${TAG:-$(default_tag)}
 IMAGE=localhost:$REGISTRY_PORT/agentfn:$TAG
+MODEL_IMAGE=$IMAGE-inference
+MODEL_SERVER=${MODEL_SERVER:-cpu}
+TORCH_INDEX=${TORCH_INDEX:-https://download.pytorch.org/whl/cpu}
 AGENTFN=$(agentfn_command)
 
 need docker kubectl "$AGENTFN"
@@ -47,8 +53,17 @@ need docker kubectl "$AGENTFN"
 log "image $IMAGE"
 run docker build -t "$IMAGE" "$ROOT_DIR"
 run docker push "$IMAGE"
+model_args=(--model-server "$MODEL_SERVER")
+if [[ $MODEL_SERVER != off ]]; then
+    log "model server image $MODEL_IMAGE"
+    run docker build --build-arg EXTRAS=otlp,inference --build-arg "TORCH_INDEX=$TORCH_INDEX" \
+        -t "$MODEL_IMAGE" "$ROOT_DIR"
+    run docker push "$MODEL_IMAGE"
+    model_args+=(--model-image "$MODEL_IMAGE")
+fi
 
 log "deploy to $KUBE_CONTEXT, namespace $NAMESPACE"
 run kubectl config use-context "$KUBE_CONTEXT"
-run "$AGENTFN" deploy --image "$IMAGE" --namespace "$NAMESPACE" --out "$OUT_DIR" "$@"
+run "$AGENTFN" deploy --image "$IMAGE" "${model_args[@]}" --namespace "$NAMESPACE" \
+    --out "$OUT_DIR" "$@"
 log "deployed $IMAGE; next: scripts/smoke.sh"

@@ -449,14 +449,35 @@ def test_deploy_builds_pushes_and_deploys_that_image(bare_bin: Path, tmp_path: P
     out = tmp_path / "rendered"
     run = dry_run("deploy.sh", bare_bin, env={"TAG": "t-123", "OUT_DIR": str(out)})
     image = "localhost:5001/agentfn:t-123"
-    assert run.one("docker", "build").argv == ["docker", "build", "-t", image, str(ROOT)]
-    assert run.one("docker", "push").argv == ["docker", "push", image]
+    model_image = f"{image}-inference"
+    agents_build, model_build = run.having("docker", "build")
+    assert agents_build.argv == ["docker", "build", "-t", image, str(ROOT)]
+    # The model server's image: the same build with the inference extra on CPU torch (kind
+    # nodes have no GPU), and the CPU InferenceService to run it.
+    assert model_build.argv == [
+        "docker",
+        "build",
+        "--build-arg",
+        "EXTRAS=otlp,inference",
+        "--build-arg",
+        "TORCH_INDEX=https://download.pytorch.org/whl/cpu",
+        "-t",
+        model_image,
+        str(ROOT),
+    ]
+    pushes = run.having("docker", "push")
+    assert [push.argv for push in pushes] == [
+        ["docker", "push", image],
+        ["docker", "push", model_image],
+    ]
     lines = [c.line for c in run.commands]
     [deploy] = [c for c in run.commands if c.argv[1:2] == ["deploy"]]
-    assert lines.index(run.one("docker", "push").line) < lines.index(deploy.line)
+    assert all(lines.index(push.line) < lines.index(deploy.line) for push in pushes)
     assert Path(deploy.argv[0]).name == "agentfn"
     args = deploy.argv[2:]
     assert args[args.index("--image") + 1] == image
+    assert args[args.index("--model-image") + 1] == model_image
+    assert args[args.index("--model-server") + 1] == "cpu"
     assert args[args.index("--out") + 1] == str(out)
     assert run.one("kubectl", "config", "use-context").argv[-1] == "kind-agentfn"
 
@@ -473,7 +494,11 @@ def test_deploy_builds_pushes_and_deploys_that_image(bare_bin: Path, tmp_path: P
     )
     assert done.returncode == 2, done.stderr
     assert "kubectl not found" in done.stderr
-    options = RenderOptions(image=image, namespace=args[args.index("--namespace") + 1])
+    options = RenderOptions(
+        image=image,
+        model_image=model_image,
+        namespace=args[args.index("--namespace") + 1],
+    )
     names = list(DEFAULT_TARGETS)
     expected = write(
         render(find_agents(names), options, model_servers()),
@@ -495,7 +520,18 @@ def test_deploy_builds_pushes_and_deploys_that_image(bare_bin: Path, tmp_path: P
 def test_deploy_tags_each_build_by_default(bare_bin: Path) -> None:
     # Without git (as here) the tag is dev; the default never reuses `latest`.
     run = dry_run("deploy.sh", bare_bin)
-    assert run.one("docker", "build").argv[3] == "localhost:5001/agentfn:dev"
+    agents, model = (build.argv[-2] for build in run.having("docker", "build"))
+    assert (agents, model) == ("localhost:5001/agentfn:dev", "localhost:5001/agentfn:dev-inference")
+
+
+def test_deploy_without_a_model_server_builds_one_image(bare_bin: Path) -> None:
+    run = dry_run("deploy.sh", bare_bin, env={"TAG": "t", "MODEL_SERVER": "off"})
+    assert [b.argv for b in run.having("docker", "build")] == [
+        ["docker", "build", "-t", "localhost:5001/agentfn:t", str(ROOT)]
+    ]
+    [deploy] = [c for c in run.commands if c.argv[1:2] == ["deploy"]]
+    assert deploy.argv[deploy.argv.index("--model-server") + 1] == "off"
+    assert "--model-image" not in deploy.argv
 
 
 # --- smoke.sh ------------------------------------------------------------------------------
