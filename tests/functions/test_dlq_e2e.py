@@ -549,6 +549,7 @@ async def test_agentfn_dev_gives_generated_triggers_its_dead_letter_sink(
     command = [
         sys.executable, "-m", "agentfn.functions.cli", "dev", "tests.functions._agents",
         "--port", str(port), "--dlq-port", str(dlq_port), "--data-dir", str(tmp_path / "data"),
+        "--no-model",
     ]  # fmt: skip
     process = subprocess.Popen(
         [*command, *(["--in-process"] if in_process else [])],
@@ -608,7 +609,7 @@ async def test_agentfn_dev_without_its_own_sink(tmp_path: Path, mode: str) -> No
             [
                 sys.executable, "-m", "agentfn.functions.cli", "dev", "tests.functions._agents",
                 "--in-process", "--port", str(port), "--dlq-port", str(dlq_port),
-                "--data-dir", str(tmp_path / "data"), *choice,
+                "--data-dir", str(tmp_path / "data"), "--no-model", *choice,
             ],
             cwd=PROJECT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip

@@ -225,7 +225,7 @@ async def test_agentfn_dev_serves_the_planners_grpc_and_the_aggregator_asks_it(
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTFN_")}
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "agentfn.functions.cli", "dev", "agentfn.functions.agents",
-        "--port", str(port), "--no-dlq", "--data-dir", str(tmp_path / "dev"),
+        "--port", str(port), "--no-dlq", "--no-model", "--data-dir", str(tmp_path / "dev"),
         cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT), "COLUMNS": "200"},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
