@@ -7,7 +7,12 @@ for the "reports" sink; and its dead-letter sink) and the "reports" sink in this
 
 1. submits a document: planner fans out chunks, workers analyse them, the aggregator joins the
    results into a report, knowing the chain complete by asking the planner over a unary gRPC
-   call how many chunks it planned (the demo shows the aggregator's call and the answer);
+   call how many chunks it planned (the demo shows the aggregator's call and the answer), and
+   names the document's most representative sentence, asked of the model server `agentfn dev`
+   started (all-MiniLM-L6-v2 embeddings over OIP gRPC; the sentence nearest their centroid);
+   then sends the model server an embedding request as an event, through the broker (the
+   Trigger knative/ has for it), and checks the reply that comes back: similar sentences are
+   closer than unrelated ones;
 2. delivers the same event again (same id and source, as a broker does after a lost ack): the
    planner's idempotency record answers it, and no second fan-out or report happens;
 3. asks the flaky agent for work: it fails twice (503 + Retry-After), the broker backs off and
@@ -46,6 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from agentfn.events import CloudEvent, from_http, to_binary  # noqa: E402
+from agentfn.functions._cli.dev import inference_installed  # noqa: E402
 from agentfn.functions._knative import BROKER_DELIVERY, trigger_documents  # noqa: E402
 from agentfn.functions._manifests.options import RenderOptions  # noqa: E402
 from agentfn.functions.agents.planner import agent as planner  # noqa: E402
@@ -73,6 +79,7 @@ REPORTS_TRIGGER = {
                 "any": [
                     {"exact": {"type": "agentfn.report.ready"}},
                     {"exact": {"type": "agentfn.flaky.completed"}},
+                    {"exact": {"type": "agentfn.embedding.completed"}},
                 ]
             }
         ],
@@ -208,10 +215,61 @@ async def dlq(sink: str, *args: str) -> int:
     return process.returncode
 
 
+async def _embeddings(
+    session: aiohttp.ClientSession, ingress: str, reports: Sink, report: dict[str, Any]
+) -> None:
+    """Step 1's model part: the report's representative sentence, then the event path."""
+    chosen = report.get("representative")
+    if not chosen:
+        raise SystemExit("demo failed: the report names no representative sentence")
+    console.print(
+        f"  [bold]most representative sentence[/bold] ({chosen['model']}, nearest the centroid "
+        f"of its {chosen['candidates']} sentences' embeddings, cosine "
+        f"{chosen['similarity']:.3f}):\n    {chosen['sentence']!r}"
+    )
+    texts = [
+        "The broker retries a failed delivery with backoff.",
+        "Failed deliveries are tried again after a pause.",
+        "Basil grows best in a sunny window.",
+    ]
+    request = CloudEvent.new("agentfn.embedding.requested", "/demo", {"texts": texts})
+    console.print(
+        f"POST embedding.requested id={request.id} ({len(texts)} texts) -> "
+        f"{await post(session, ingress, request)}  (Trigger -> the model server's event path)"
+    )
+    await wait_for(
+        "the embeddings",
+        lambda: any(e.type == "agentfn.embedding.completed" for e in reports.events),
+    )
+    reply = next(e for e in reports.events if e.type == "agentfn.embedding.completed")
+    vectors = reply.data["embeddings"]
+    similar, unrelated = _cosine(vectors[0], vectors[1]), _cosine(vectors[0], vectors[2])
+    console.print(
+        f"  reply {reply.type} from {reply.source}, {reply.data['dimensions']} dimensions, "
+        f"chain id {reply.attributes.get('agentfnchainid')}"
+    )
+    console.print(f"  cosine({texts[0]!r}, {texts[1]!r}) = {similar:.3f}")
+    console.print(f"  cosine({texts[0]!r}, {texts[2]!r}) = {unrelated:.3f}")
+    if not similar > unrelated:
+        raise SystemExit("demo failed: the similar sentences are not the closer pair")
+    console.print("  (the paraphrase is closer than the unrelated sentence)")
+
+
+def _cosine(a: list[float], b: list[float]) -> float:
+    dot = sum(x * y for x, y in zip(a, b, strict=True))
+    return float(dot / (sum(x * x for x in a) ** 0.5 * sum(y * y for y in b) ** 0.5))
+
+
 async def main() -> None:
+    with_model = inference_installed()
+    if not with_model:
+        console.print(
+            "[yellow]the inference extra is not installed: no model server, no representative "
+            "sentence (pip install -e '.[inference]'; `make demo` installs it)[/yellow]"
+        )
     reports = Sink("reports", "bold green")
     await reports.start()
-    port, dlq_port = free_port(), free_port()
+    port, dlq_port, model_port, model_grpc_port = free_port(), free_port(), free_port(), free_port()
     ingress = f"http://127.0.0.1:{port}/{RENDERED.namespace}/{RENDERED.broker}"
     sink = f"http://127.0.0.1:{dlq_port}"
     data_dir = Path(tempfile.mkdtemp(prefix="agentfn-demo-"))
@@ -231,6 +289,7 @@ async def main() -> None:
         "--port", str(port), "--dlq-port", str(dlq_port), "--data-dir", str(data_dir / "dev"),
         "--triggers", str(ROOT / "knative"), "--triggers", str(demo_triggers),
         "--service", f"reports=http://127.0.0.1:{reports.port}/",
+        "--model-port", str(model_port), "--model-grpc-port", str(model_grpc_port),
         cwd=ROOT, env={**os.environ, "COLUMNS": "120", "PYTHONUNBUFFERED": "1", LIBRARY: library},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
@@ -284,6 +343,8 @@ async def main() -> None:
                 f"{asked[1]}, agentfn.plan.requested -> agentfn.plan.described): "
                 f"{asked[2]} chunks planned for this chain"
             )
+            if with_model:
+                await _embeddings(session, ingress, reports, data)
 
             console.print(Rule("2. the same event delivered again (a lost ack)"))
             metrics = f"http://127.0.0.1:{port}/metrics"
