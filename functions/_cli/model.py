@@ -128,6 +128,7 @@ def _events_app(embedding: Any, settings: ModelSettings) -> Any:
     from agentfn.functions import RetryableError
     from agentfn.functions.agents.embedder import build
     from agentfn.inference import QueueFullError
+    from prometheus_client import REGISTRY
 
     async def embed(texts: Sequence[str]) -> list[list[float]]:
         try:
@@ -143,7 +144,11 @@ def _events_app(embedding: Any, settings: ModelSettings) -> Any:
         max_texts=settings.max_request_items,
         max_text_chars=settings.max_text_chars,
     )
-    return agent.app(configure_tracing=True)
+    app = agent.app(configure_tracing=True)
+    # kserve serves prometheus_client's default registry on /metrics; the agent's runtime keeps
+    # a registry of its own (handled, duplicates, failures by kind), shown there beside it.
+    REGISTRY.register(app.metrics.registry)
+    return app
 
 
 @model.command("list")

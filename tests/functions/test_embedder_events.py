@@ -10,6 +10,7 @@ The model's work is checked on real output (similar sentences closer than unrela
 from __future__ import annotations
 
 import json
+import urllib.request
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from agentfn.events import CloudEvent, extensions, from_http
 from agentfn.functions._cli.dev import model_trigger_documents
 from agentfn.functions.agents import embedder
 from agentfn.functions.agents.models import EMBEDDING_COMPLETED, EMBEDDING_REQUESTED
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests._model_server import DIMENSIONS, MODEL, ModelServer
 from tests._servers import free_port
@@ -51,6 +53,19 @@ def request(texts: Sequence[str], **attributes: Any) -> CloudEvent:
 def texts_embedded(server: ModelServer) -> float:
     """Texts the server's batcher has sent to the model so far (its histogram's sum)."""
     return server.metric("agentfn_model_batch_texts_sum")
+
+
+def duplicates(server: ModelServer) -> float:
+    """Deliveries the embedder answered from its idempotency record (its runtime's counter)."""
+    with urllib.request.urlopen(f"{server.http_url}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "agentfn_events_duplicate_total"
+        and sample.labels == {"agent": embedder.NAME, "type": EMBEDDING_REQUESTED}
+    )
 
 
 def reply(response: httpx.Response) -> CloudEvent:
@@ -154,7 +169,7 @@ async def test_a_duplicate_gets_the_same_reply_without_a_second_model_call(
 ) -> None:
     sent = request([*SIMILAR, UNRELATED])
     headers, body = binary(sent)
-    before = texts_embedded(model_server)
+    before, answered_before = texts_embedded(model_server), duplicates(model_server)
     first = await client.post(PREDICT, headers=headers, content=body)
     after_first = texts_embedded(model_server)
     # The same id and source again, as a broker redelivers after a lost answer.
@@ -163,6 +178,7 @@ async def test_a_duplicate_gets_the_same_reply_without_a_second_model_call(
 
     assert after_first - before == 3
     assert after_again == after_first  # answered from the idempotency record
+    assert duplicates(model_server) == answered_before + 1
     assert reply(again).id == reply(first).id
     assert again.content == first.content
     # A new id is a new event: the model runs for it.
