@@ -27,11 +27,12 @@ Where the inference extra is installed (``pip install 'agentfn[inference]'``), t
 (OIP REST, v1, CloudEvents) and ``--model-grpc-port`` (OIP gRPC), as the InferenceService runs
 beside the agents' Services: every agent process is told where in ``AGENTFN_INFERENCE_TARGETS``
 (``all-minilm-l6-v2=grpc://host:port``; the aggregator then names each report's most
-representative sentence), the Service name ``all-minilm-l6-v2`` maps to it (a ``--triggers``
-Trigger whose subscriber is the InferenceService reaches it), and the agents' own Triggers get
-the one ``agentfn render`` writes for it (``agentfn.embedding.requested`` to its event path).
-``--service all-minilm-l6-v2=URL`` names another server instead (none is started);
-``--no-model`` turns all of it off.
+representative sentence), the InferenceService's name ``embedder`` maps to it (the Trigger
+``knative/`` has for it reaches it, as on the cluster), and the agents' own Triggers get that
+Trigger too (``agentfn.embedding.requested`` to its event path). ``--service embedder=URL``
+names another server instead (none is started; the agents reach it over REST); ``--no-model``
+turns all of it off, and a Trigger to an InferenceService that nothing here serves is then left
+out (said on the console).
 
 Dead letters are kept by a dead-letter sink in this process (what ``agentfn dlq serve`` runs),
 on ``--dlq-port`` with its store under ``--data-dir``; ``agentfn dlq list`` reads it, and its
