@@ -58,15 +58,14 @@ def build(
     model_name: str,
     max_texts: int = MAX_EMBEDDING_TEXTS,
     max_text_chars: int | None = None,
-    retry_on: Sequence[type[BaseException]] = (),
 ) -> Agent:
     """An agent answering ``agentfn.embedding.requested`` with ``embed``'s vectors.
 
     ``model_name`` is what the reply's ``model`` says; ``max_texts`` and ``max_text_chars`` are
     the server's request limits (a request over them answers 422 naming the field, and never
-    reaches the model). ``embed``'s exceptions of a ``retry_on`` type (the server's queue is
-    full) answer 503 with ``Retry-After``: the broker brings the event back later. Its source
-    is ``/agentfn/models/<model_name>``.
+    reaches the model). ``embed`` raising a :class:`~agentfn.functions.RetryableError` (the
+    server's queue is full) answers 503 with ``Retry-After``: the broker brings the event back
+    later. Its source is ``/agentfn/models/<model_name>``.
     """
     if max_texts < 1:
         raise ValueError(f"max_texts must be at least 1, got {max_texts}")
@@ -86,7 +85,6 @@ def build(
         EMBEDDING_REQUESTED,
         emits={EMBEDDING_COMPLETED: EmbeddingCompleted},
         input=request_model,
-        retry_on=tuple(retry_on),
     )
     async def embed_texts(request: EmbeddingRequested) -> EmbeddingCompleted:
         vectors = await embed(request.texts)
