@@ -191,6 +191,131 @@ def _grpc() -> list[str]:
     ]
 
 
+def _mib(value: float) -> str:
+    return f"{value / 2**20:.0f} MiB"
+
+
+def _inference_document() -> dict[str, Any]:
+    document = _load("bench_inference.json", "bench/bench_inference.py")
+    assert not document["params"]["quick"], "the README quotes a full run, not a --quick one"
+    detail = document["machine_detail"]
+    assert detail["torch_threads"] >= 1
+    assert detail["versions"]["torch"]
+    # A run on a GPU names the card; a CPU run says none was visible.
+    assert detail["gpu"] if detail["device"] != "cpu" else detail["gpu_note"]
+    # Both sides computed the same embeddings.
+    assert document["agreement_min_cosine"] > 0.999
+    return document
+
+
+def _inference_cells(document: dict[str, Any]) -> dict[tuple[str, int], dict[str, Any]]:
+    cells = {(row["side"], row["batch_size"]): row for row in document["rows"]}
+    for (side, size), row in cells.items():
+        if side != "bare":
+            bare = cells[("bare", size)]
+            assert row["p50_vs_bare"] == pytest.approx(row["p50_ms"] / bare["p50_ms"])
+            assert row["items_per_s_vs_bare"] == pytest.approx(
+                row["items_per_s"] / bare["items_per_s"]
+            )
+    return cells
+
+
+def _inference() -> list[str]:
+    document = _inference_document()
+    params = document["params"]
+    cells = _inference_cells(document)
+
+    def p(row: dict[str, Any]) -> str:
+        return f"p50 {row['p50_ms']:.1f} / p99 {row['p99_ms']:.1f} ms"
+
+    figures = []
+    for size in params["batch_sizes"]:
+        bare, rest, grpc = (cells[(side, size)] for side in ("bare", "ours-rest", "ours-grpc"))
+        figures += [
+            f"batch {size} ({params['reps_per_round'][str(size)]} calls per side and round, "
+            f"best of {params['rounds']} alternated rounds)",
+            f"bare {p(bare)} ({bare['items_per_s']:.0f} texts/s)",
+            f"REST {p(rest)} ({rest['p50_vs_bare']:.2f}x bare's p50, "
+            f"{rest['items_per_s']:.0f} texts/s)",
+            f"gRPC {p(grpc)} ({grpc['p50_vs_bare']:.2f}x, {grpc['items_per_s']:.0f} texts/s)",
+        ]
+        if ("nowait-grpc", size) in cells:
+            nowait = cells[("nowait-grpc", size)]
+            figures.append(
+                f"gRPC with `--max-batch-wait-ms 0` p50 {nowait['p50_ms']:.1f} ms "
+                f"({nowait['p50_vs_bare']:.2f}x)"
+            )
+    concurrent = {row["side"]: row for row in document["concurrent"]}
+    clients = params["concurrency"]
+    for side in ("ours-rest", "ours-grpc"):
+        row = concurrent[side]
+        other = concurrent[side.replace("ours", "unbatched")]
+        assert row["batching_gain"] == pytest.approx(row["items_per_s"] / other["items_per_s"])
+    ours_grpc, ours_rest = concurrent["ours-grpc"], concurrent["ours-rest"]
+    figures += [
+        f"{clients} concurrent clients, 1 text each ({params['concurrent_texts_per_round']} "
+        f"texts per round, best of {params['rounds']})",
+        f"gRPC {ours_grpc['items_per_s']:.0f} texts/s "
+        f"({ours_grpc['texts_per_model_call']:.1f} texts per model call, "
+        f"p50 {ours_grpc['p50_ms']:.0f} ms), REST {ours_rest['items_per_s']:.0f}",
+        f"`--max-batch-size 1`: gRPC {concurrent['unbatched-grpc']['items_per_s']:.0f}, "
+        f"REST {concurrent['unbatched-rest']['items_per_s']:.0f}",
+        f"batching buys {ours_grpc['batching_gain']:.2f}x / {ours_rest['batching_gain']:.2f}x",
+        f"no wait (`--max-batch-wait-ms 0`) gRPC {concurrent['nowait-grpc']['items_per_s']:.0f} "
+        f"({concurrent['nowait-grpc']['texts_per_model_call']:.1f} texts per model call)",
+        f"bare encode of {clients} texts in one call: {concurrent['bare']['items_per_s']:.0f} "
+        f"texts/s",
+    ]
+    probe, memory = document["probe"], document["memory"]
+    assert probe["tokens_per_text"] == [256]
+    figures += [
+        f"{probe['batch']} texts x 256 tokens",
+        f"bare p50 {probe['bare']['p50_ms']:.0f} ms, gRPC {probe['ours-grpc']['p50_ms']:.0f} ms "
+        f"({probe['ours-grpc']['p50_vs_bare']:.2f}x)",
+        f"peak RSS: server {_mib(memory['servers']['ours']['peak_rss_bytes'])}, "
+        f"bare {_mib(memory['bare']['end']['peak_rss_bytes'])}",
+    ]
+    return figures
+
+
+def test_the_readme_mig_table_is_the_stored_result() -> None:
+    """The "Which MIG profile" table: model size, peak memory, p50 per batch size and the
+    chosen profile with its arithmetic, all from ``bench/results/bench_inference.json``."""
+    document = _inference_document()
+    model, mig = document["model"], document["mig"]
+    memory = document["memory"]
+    start = README.index("### Which MIG profile\n")
+    end = README.find("\n#", start + 1)
+    text = " ".join(README[start : end if end != -1 else len(README)].split())
+    assert "`bench/results/bench_inference.json`" in text
+    cells = _inference_cells(document)
+    assert mig["weights_bytes"] == model["parameters"] * 4
+    assert mig["estimate_bytes"] == (
+        mig["weights_bytes"] + mig["activations"]["bytes"] + mig["cuda_context_bytes"]
+    )
+    chosen = mig["chosen"]
+    for card, choice in chosen.items():
+        assert choice["profile"] in mig["profiles"][card]
+        assert choice["slice_gb"] * 1e9 >= mig["headroom"] * mig["need_bytes"]
+    figures = [
+        f"{model['safetensors_bytes'] / 1e6:.1f} MB",
+        f"{model['parameters'] / 1e6:.1f}M parameters",
+        _mib(memory["servers"]["ours"]["peak_rss_bytes"]),
+        _mib(memory["servers"]["ours"]["rss_idle_after_load_bytes"]),
+        *(f"{cells[('ours-grpc', size)]['p50_ms']:.1f} ms" for size in (1, 8, 32)),
+        f"{mig['weights_bytes'] / 1e6:.1f} MB",
+        f"{mig['activations']['bytes'] / 1e6:.0f} MB",
+        f"{mig['cuda_context_bytes'] / 2**30:.1f} GiB",
+        f"{mig['estimate_bytes'] / 1e9:.2f} GB",
+        *(f"`nvidia.com/mig-{choice['profile']}`" for choice in chosen.values()),
+        f"{chosen['A100-80GB / H100-80GB']['times_the_need']:.1f}x",
+        f"{mig['worst_case_gflop']:.0f} GFLOP",
+        f"{mig['a100_1g_worst_case_ms_at_peak']:.0f} ms",
+    ]
+    missing = [figure for figure in figures if figure not in text]
+    assert not missing, f"the MIG table lacks {missing}:\n{text}"
+
+
 @pytest.mark.parametrize(
     ("result_file", "figures"),
     [
@@ -200,6 +325,7 @@ def _grpc() -> list[str]:
         ("bench_cesql.json", _cesql),
         ("bench_deadletters.json", _deadletters),
         ("bench_grpc.json", _grpc),
+        ("bench_inference.json", _inference),
     ],
 )
 def test_the_readme_quotes_the_stored_result(result_file: str, figures: Any) -> None:
