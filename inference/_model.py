@@ -31,8 +31,8 @@ from prometheus_client import REGISTRY, CollectorRegistry
 
 if TYPE_CHECKING:
     import numpy.typing as npt
-    from kserve.model import Model as _KServeModel
     from kserve.errors import ServerNotReady as _ServerNotReady
+    from kserve.model import Model as _KServeModel
 
 __all__ = ["INPUT", "OUTPUT", "EmbeddingModel", "ModelOverloadedError"]
 
@@ -112,7 +112,10 @@ class EmbeddingModel(_KServeModel):  # type: ignore[misc]  # kserve is untyped
         )
         self._encoder = SentenceEncoder(self.spec, self.device.device)
         # The first call initialises kernels and allocators; a ready server answers at speed.
-        self._encoder.encode(["warm up"])
+        # It runs on the batcher's thread, where every later call runs: a call on this thread
+        # would leave torch a second OpenMP pool competing with the first.
+        encoder = self._encoder
+        self.batcher.run_on_worker(lambda: encoder.encode(["warm up"]))
         self.ready = True
         return True
 

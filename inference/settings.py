@@ -10,8 +10,9 @@ variable                               meaning                                  
 ``AGENTFN_MODEL_DEVICE``               ``auto`` (CUDA when visible), ``cpu``,      auto
                                        ``cuda`` or ``cuda:<index>``
 ``AGENTFN_MODEL_MAX_BATCH_SIZE``       texts per model call at most                32
-``AGENTFN_MODEL_MAX_BATCH_WAIT_MS``    how long the oldest waiting request may     5
-                                       wait for others to share its model call
+``AGENTFN_MODEL_MAX_BATCH_WAIT_MS``    how long a batch may wait, once the model   5
+                                       is free, for as many requests as the last
+                                       call held (a lone request never waits)
 ``AGENTFN_MODEL_MAX_REQUEST_ITEMS``    texts per request at most (400 above)       256
 ``AGENTFN_MODEL_MAX_TEXT_CHARS``       characters per text at most (400 above)     20000
 ``AGENTFN_MODEL_MAX_QUEUED_ITEMS``     texts accepted and not yet answered at      4096

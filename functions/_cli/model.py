@@ -88,8 +88,8 @@ def serve(
     max_batch_wait_ms: Annotated[
         float | None,
         typer.Option(
-            help="How long a request may wait to share a model call "
-            "(default: $AGENTFN_MODEL_MAX_BATCH_WAIT_MS, else 5)"
+            help="How long a batch may wait, once the model is free, for as many requests "
+            "as the last call held (default: $AGENTFN_MODEL_MAX_BATCH_WAIT_MS, else 5)"
         ),
     ] = None,
     events: Annotated[

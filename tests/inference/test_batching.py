@@ -22,30 +22,43 @@ from prometheus_client import CollectorRegistry
 
 from tests._waiting import async_wait_until
 
-FULL, WAITED = BatchReason.FULL, BatchReason.WAITED
+FULL, EXPECTED, WAITED = BatchReason.FULL, BatchReason.EXPECTED, BatchReason.WAITED
 LONG_WAIT_S = 60.0  # a batch that forms before this is not waiting for its deadline
 
 
 class Encoder:
-    """Upper-cases each text; records calls; ``hold()`` blocks calls until ``release()``."""
+    """Upper-cases each text; records calls; ``hold()`` blocks calls until ``release()``
+    (all of them) or ``step()`` (the one running)."""
 
     def __init__(self) -> None:
         self.calls: list[list[str]] = []
         self.threads: set[int] = set()
-        self._gate = threading.Event()
-        self._gate.set()
+        self._gate = threading.Condition()
+        self._held = False
+        self._steps = 0
         self.fail_next: Exception | None = None
 
     def hold(self) -> None:
-        self._gate.clear()
+        with self._gate:
+            self._held = True
 
     def release(self) -> None:
-        self._gate.set()
+        with self._gate:
+            self._held = False
+            self._gate.notify_all()
+
+    def step(self) -> None:
+        with self._gate:
+            self._steps += 1
+            self._gate.notify_all()
 
     def __call__(self, texts: list[str]) -> list[str]:
         self.threads.add(threading.get_ident())
         self.calls.append(list(texts))
-        self._gate.wait(timeout=30)
+        with self._gate:
+            self._gate.wait_for(lambda: not self._held or self._steps > 0, timeout=30)
+            if self._held and self._steps:
+                self._steps -= 1
         if self.fail_next is not None:
             error, self.fail_next = self.fail_next, None
             raise error
@@ -94,17 +107,63 @@ async def test_three_concurrent_requests_fill_one_batch(registry: CollectorRegis
     await b.aclose()
 
 
-async def test_fewer_than_a_batch_go_when_the_oldest_has_waited(
+async def test_a_lone_request_never_waits_for_company(registry: CollectorRegistry) -> None:
+    encoder = Encoder()
+    b = batcher(encoder, registry, size=32, wait=LONG_WAIT_S)
+    for text in "abc":
+        assert await b.submit([text]) == [text.upper()]
+    # One request at a time, each the one expected: none waited (else this took minutes).
+    assert list(b.decisions) == [BatchDecision(texts=1, requests=1, reason=EXPECTED)] * 3
+    assert sample(registry, "agentfn_model_batches_total", reason="expected") == 3
+    assert sample(registry, "agentfn_model_batches_total", reason="waited") == 0
+    await b.aclose()
+
+
+async def test_fewer_than_expected_go_when_the_wait_runs_out(
     registry: CollectorRegistry,
 ) -> None:
     encoder = Encoder()
-    b = batcher(encoder, registry, size=3, wait=0.001)
-    results = await asyncio.gather(b.submit(["a"]), b.submit(["b"]))
-    assert results == [["A"], ["B"]]
-    assert list(b.decisions) == [BatchDecision(texts=2, requests=2, reason=WAITED)]
-    assert encoder.calls == [["a", "b"]]
+    b = batcher(encoder, registry, size=4, wait=0.001)
+    assert await asyncio.gather(b.submit(["a"]), b.submit(["b"]), b.submit(["c"])) == [
+        ["A"],
+        ["B"],
+        ["C"],
+    ]
+    # Three requests shared the last call: the next batch waits for three, at most 1 ms.
+    assert await asyncio.gather(b.submit(["d"]), b.submit(["e"])) == [["D"], ["E"]]
+    assert list(b.decisions) == [BatchDecision(3, 3, EXPECTED), BatchDecision(2, 2, WAITED)]
+    assert encoder.calls == [["a", "b", "c"], ["d", "e"]]
     assert sample(registry, "agentfn_model_batches_total", reason="waited") == 1
     assert sample(registry, "agentfn_model_batches_total", reason="full") == 0
+    # Two shared that one: two are expected now, and two go at once.
+    assert await asyncio.gather(b.submit(["f"]), b.submit(["g"])) == [["F"], ["G"]]
+    assert b.decisions[-1] == BatchDecision(2, 2, EXPECTED)
+    await b.aclose()
+
+
+async def test_concurrent_callers_coming_back_apart_share_one_call(
+    registry: CollectorRegistry,
+) -> None:
+    """Eight clients in a closed loop: the first alone, seven during its call, then all eight.
+
+    When the first call ends, seven wait and one was answered: eight are expected, so the seven
+    wait for the first client to come back instead of going as a batch of seven (from then on
+    the clients would alternate in two half batches).
+    """
+    encoder = Encoder()
+    b = batcher(encoder, registry, size=32, wait=LONG_WAIT_S)
+    encoder.hold()
+    first = asyncio.ensure_future(b.submit(["a0"]))
+    await async_wait_until(lambda: len(encoder.calls) == 1, message="the first model call")
+    seven = [asyncio.ensure_future(b.submit([f"b{i}"])) for i in range(7)]
+    await async_wait_until(lambda: b.waiting == 7, message="seven queued")
+    encoder.release()
+    assert await first == ["A0"]
+    assert (len(encoder.calls), b.waiting) == (1, 7)  # the seven wait for the eighth
+    assert await b.submit(["a1"]) == ["A1"]
+    assert [await task for task in seven] == [[f"B{i}"] for i in range(7)]
+    assert list(b.decisions) == [BatchDecision(1, 1, EXPECTED), BatchDecision(8, 8, EXPECTED)]
+    assert encoder.calls[1] == [*(f"b{i}" for i in range(7)), "a1"]
     await b.aclose()
 
 
@@ -118,7 +177,7 @@ async def test_a_request_bigger_than_the_batch_is_split_and_answered_whole(
     assert list(b.decisions) == [
         BatchDecision(3, 1, FULL),
         BatchDecision(3, 1, FULL),
-        BatchDecision(1, 1, WAITED),
+        BatchDecision(1, 1, EXPECTED),
     ]
     assert encoder.calls == [texts[0:3], texts[3:6], texts[6:7]]
     await b.aclose()
@@ -131,6 +190,7 @@ async def test_parts_of_requests_share_batches_in_arrival_order(
     b = batcher(encoder, registry, size=3, wait=0)
     first, second = await asyncio.gather(b.submit(["a", "b"]), b.submit(["c", "d", "e"]))
     assert (first, second) == (["A", "B"], ["C", "D", "E"])
+    # Wait 0: the rest goes at once, though two requests were expected.
     assert list(b.decisions) == [BatchDecision(3, 2, FULL), BatchDecision(2, 1, WAITED)]
     assert encoder.calls == [["a", "b", "c"], ["d", "e"]]
     await b.aclose()
