@@ -742,8 +742,9 @@ def _sides(round_: int, names: list[str]) -> list[str]:
     return names[shift:] + names[:shift]
 
 
-#: The servers of a run: key -> (label, flags). ``nowait`` shows what the batcher's wait costs
-#: a lone request; ``unbatched`` (every text its own model call) what batching buys.
+#: The servers of a run: key -> (label, flags). ``nowait`` (a batch holds only what queued
+#: while the last call ran) shows what the wait buys concurrent clients; ``unbatched`` (every
+#: text its own model call) what batching buys.
 SERVERS: Final = {
     "ours": ("agentfn model serve (defaults: batch 32, wait 5 ms)", []),
     "nowait": ("agentfn model serve --max-batch-wait-ms 0", ["--max-batch-wait-ms", "0"]),
