@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
@@ -24,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests._servers import free_port
+from tests._waiting import wait_until
 
 #: The model every test serves: all-MiniLM-L6-v2, 384 dimensions.
 MODEL = "all-minilm-l6-v2"
@@ -116,18 +116,24 @@ def start_model_server(
         log_path=Path(log_file.name),
         args=args,
     )
+
+    def ready_or_exited() -> bool:
+        if process.poll() is not None:  # not an AssertionError: the wait must not swallow it
+            raise RuntimeError(
+                f"agentfn model serve exited with {process.returncode}:\n{server.log()}"
+            )
+        return _ready(server.http_url)
+
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not _ready(server.http_url):
-            if process.poll() is not None:
-                raise AssertionError(
-                    f"agentfn model serve exited with {process.returncode}:\n{server.log()}"
-                )
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"agentfn model serve not ready within {START_TIMEOUT_S}s:\n{server.log()}"
-                )
-            time.sleep(0.05)
+        try:
+            wait_until(
+                ready_or_exited,
+                timeout=START_TIMEOUT_S,
+                interval=0.05,
+                message="agentfn model serve's /v2/health/ready",
+            )
+        except AssertionError as error:
+            raise AssertionError(f"{error}:\n{server.log()}") from None
         yield server
     finally:
         if process.poll() is None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 from agentfn.events import CloudEvent
-from agentfn.functions import AgentApp, Settings
+from agentfn.functions import AgentApp, InferenceClient, Settings
 from agentfn.functions.agents import _text, aggregator, planner, worker
 from agentfn.functions.agents.models import (
     REPORT_READY,
@@ -101,7 +101,11 @@ async def test_the_report_names_the_central_sentence(
     assert representative["sentence"] == CENTRAL
     assert representative["model"] == MODEL
     assert representative["candidates"] == len(SENTENCES)
-    assert 0.5 < representative["similarity"] <= 1.0
+    # Exactly the centroid rule over the model's own embeddings of the same sentences.
+    async with InferenceClient(MODEL, model_server.http_url) as model:
+        index, similarity = aggregator.most_representative(await model.embed(list(SENTENCES)))
+    assert SENTENCES[index] == CENTRAL
+    assert representative["similarity"] == pytest.approx(similarity, rel=1e-6)
 
 
 async def test_without_the_models_address_the_report_has_no_representative() -> None:
