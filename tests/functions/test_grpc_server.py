@@ -64,6 +64,7 @@ class Rig:
         self.runs: list[str] = []
         self.gate = asyncio.Event()
         self.entered = asyncio.Event()
+        self.cancelled = asyncio.Event()
         agent = Agent("rpc-rig")
         emits = {"t.answered": Answer}
 
@@ -80,7 +81,11 @@ class Rig:
         async def gated(question: Question, ctx: Context) -> Answer:
             self.runs.append(ctx.event.id)
             self.entered.set()
-            await self.gate.wait()
+            try:
+                await self.gate.wait()
+            except asyncio.CancelledError:
+                self.cancelled.set()
+                raise
             return Answer(n=question.n)
 
         @agent.on("t.busy")
@@ -297,6 +302,10 @@ async def test_the_callers_deadline_cancels_the_handling_and_frees_the_event() -
         await async_wait_until(lambda: rig.runs == [question.id], message="the handler to run")
         error = await call
         assert error.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+        # The server learns of the deadline on its own timer, which a loaded machine may run a
+        # little after the caller's: the gate opens only once the handling was cancelled, else
+        # the handler would complete and the retry be answered from its record.
+        await async_wait_until(rig.cancelled.is_set, message="the server to cancel the handler")
         # Cancelled, not completed: the claim is released and a retry runs the handler again.
         rig.gate.set()
         reply = await agent_pb2_grpc.AgentStub(channel).Call(to_protobuf(question), timeout=10)
