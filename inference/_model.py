@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     import numpy.typing as npt
     from kserve.errors import ServerNotReady as _ServerNotReady
     from kserve.model import Model as _KServeModel
+    from kserve.protocol.infer_type import InferOutput as _KServeInferOutput
 
 __all__ = ["INPUT", "OUTPUT", "EmbeddingModel", "ModelOverloadedError"]
 
@@ -42,6 +43,7 @@ np = import_optional("numpy")
 InvalidInput = _errors.InvalidInput
 if not TYPE_CHECKING:  # the base classes, imported through import_optional (clean sys.argv)
     _KServeModel = kserve.Model
+    _KServeInferOutput = kserve.InferOutput
     _ServerNotReady = _errors.ServerNotReady
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,29 @@ class ModelOverloadedError(_ServerNotReady):  # type: ignore[misc]  # kserve is 
         # ServerNotReady itself lacks (the abort would fail with AttributeError: status UNKNOWN).
         self.error_msg = detail
         self.reason = detail
+
+
+class _NumericOutput(_KServeInferOutput):  # type: ignore[misc]  # kserve is untyped
+    """An ``InferOutput`` whose JSON/``contents`` data is made by ``ndarray.tolist()``.
+
+    kserve turns a numeric tensor into that list one ``.item()`` per value, in Python, and does
+    it again in ``to_rest``: for 32 embeddings (12,288 floats) 20 ms over REST and 11 ms over
+    gRPC on two cores, as long as the model call for short texts. ``tolist()`` makes the same
+    Python floats in C. kserve checks the datatype and shape; the raw bytes are kept only when
+    the caller asked for binary data.
+    """
+
+    def set_data_from_numpy(self, output_tensor: Any, binary_data: bool = True) -> None:
+        if binary_data or self.datatype == "BYTES":
+            super().set_data_from_numpy(output_tensor, binary_data=binary_data)
+            return
+        parameters = self.parameters  # type: ignore[has-type]  # kserve is untyped
+        super().set_data_from_numpy(output_tensor, binary_data=True)  # its checks, no loop
+        self._raw_data = None
+        self.parameters = parameters
+        if parameters:
+            parameters.pop("binary_data_size", None)
+        self.data = output_tensor.reshape(-1).tolist()
 
 
 def _shape_error(shape: object) -> Exception:
@@ -245,7 +270,7 @@ class EmbeddingModel(_KServeModel):  # type: ignore[misc]  # kserve is untyped
         if isinstance(payload, kserve.InferRequest):
             texts = self.texts_of(payload)
             rows = await self._rows(texts)
-            output = kserve.InferOutput(
+            output = _NumericOutput(
                 name=OUTPUT, shape=[len(rows), self.spec.dimensions], datatype="FP32"
             )
             output.set_data_from_numpy(np.stack(rows), binary_data=payload.use_binary_outputs)
