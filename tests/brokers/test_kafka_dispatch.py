@@ -286,9 +286,12 @@ async def test_ordered_trigger_keeps_per_key_order_across_a_rebalance(setup: Set
     # A liveness bound, not a speed check: a rebalance that starts while a member is still
     # settling takes another JoinGroup round, each answered by Tansu only after about half the
     # session timeout, and a revocation waits up to its grace for events in flight.
-    await async_wait_until(
-        lambda: len(sub.seen) == total, timeout=90, message="every event delivered"
-    )
+    try:
+        await async_wait_until(
+            lambda: len(sub.seen) == total, timeout=90, message="every event delivered"
+        )
+    except AssertionError as stalled:
+        raise AssertionError(f"{stalled}; {stall_report(setup, sub, sent)}") from None
     for key in keys:
         firsts: list[int] = []
         for arrival in sub.arrivals:
@@ -298,6 +301,23 @@ async def test_ordered_trigger_keeps_per_key_order_across_a_rebalance(setup: Set
                     firsts.append(i)
         assert firsts == list(range(len(sent[key]))), key
     assert max(most.values()) == 1, "two deliveries of one key were in flight at once"
+
+
+def stall_report(setup: Setup, sub: Subscriber, sent: Mapping[str, list[CloudEvent]]) -> str:
+    """What a stalled delivery test needs to say: what is missing, and where each member is."""
+    missing = {
+        key: [e.data["i"] for e in events if e.id not in sub.seen]
+        for key, events in sent.items()
+        if any(e.id not in sub.seen for e in events)
+    }
+    partitions = {key: partition_of(key) for key in missing}
+    members = [sorted(member.assigned()) for log in setup.logs for member in log.members]
+    return (
+        f"missing by key (i): {missing}; their partitions: {partitions}; "
+        f"members' partitions: {members}; backlog per broker: "
+        f"{[backlog(server) for server in setup.servers]}; delivered per broker: "
+        f"{[delivered(server) for server in setup.servers]}"
+    )
 
 
 def delivered(server: BrokerServer) -> float:
