@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import struct
 import subprocess
 import sys
 import textwrap
@@ -41,7 +42,7 @@ from agentfn.functions import (
     RpcPolicy,
     Settings,
 )
-from agentfn.functions._inference import INFERENCE_SERVICE, inference_policy
+from agentfn.functions._inference import INFERENCE_SERVICE, _rest_embeddings, inference_policy
 from agentfn.inference import import_optional
 from pydantic import BaseModel, ValidationError
 
@@ -464,6 +465,66 @@ async def test_an_answer_outside_the_embedding_contract_is_refused(
             await model.embed([kind])
     assert raised.value.message == complaint
     assert not isinstance(raised.value, RetryableError)
+
+
+def binary_answer(outputs: list[tuple[str, str, list[int], bytes]]) -> tuple[bytes, int]:
+    """An OIP REST answer with binary tensor data: its bytes and the JSON part's length."""
+    header = json.dumps(
+        {
+            "model_name": "m",
+            "outputs": [
+                {"name": n, "datatype": d, "shape": s, "parameters": {"binary_data_size": len(r)}}
+                for n, d, s, r in outputs
+            ],
+        }
+    ).encode()
+    return header + b"".join(raw for *_, raw in outputs), len(header)
+
+
+def test_binary_tensor_data_is_read_after_the_json_part_in_output_order() -> None:
+    rows = [[0.5, -1.0, 3.25], [1e-45, -0.0, 2.0]]
+    raw = struct.pack("<6f", *rows[0], *rows[1])
+    content, length = binary_answer(
+        [
+            ("tokens", "INT64", [2, 2], struct.pack("<4q", 1, 2, 3, 4)),
+            ("embedding", "FP32", [2, 3], raw),
+        ]
+    )
+    assert _rest_embeddings("http://m", content, length, 2) == [
+        list(struct.unpack("<3f", raw[:12])),
+        list(struct.unpack("<3f", raw[12:])),
+    ]
+
+
+def test_json_tensor_data_is_read_when_the_server_ignores_the_binary_request() -> None:
+    content = json.dumps(
+        {"outputs": [{"name": "embedding", "datatype": "FP32", "shape": [1, 2], "data": [0.25, 1]}]}
+    ).encode()
+    assert _rest_embeddings("http://m", content, len(content), 1) == [[0.25, 1.0]]
+
+
+@pytest.mark.parametrize(
+    ("declared", "sent", "complaint"),
+    [
+        (24, 20, "'embedding': 20 bytes of binary data, 24 declared"),
+        (22, 22, "'embedding': 22 bytes are no whole number of FP32 values"),
+        (None, 24, "output 'embedding' has neither data nor binary_data_size"),
+    ],
+)
+def test_short_or_undeclared_binary_data_is_refused(
+    declared: int | None, sent: int, complaint: str
+) -> None:
+    parameters = {} if declared is None else {"binary_data_size": declared}
+    header = json.dumps(
+        {
+            "outputs": [
+                {"name": "embedding", "datatype": "FP32", "shape": [2, 3], "parameters": parameters}
+            ]
+        }
+    ).encode()
+    with pytest.raises(InferenceOutputError) as raised:
+        _rest_embeddings("http://m", header + bytes(sent), len(header), 2)
+    assert raised.value.message == complaint
 
 
 async def test_embed_of_nothing_calls_nothing_and_one_string_is_refused() -> None:

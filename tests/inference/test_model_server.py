@@ -171,6 +171,22 @@ def test_rest_infer_takes_shape_n_by_1(http: httpx.Client) -> None:
         assert max(abs(x - y) for x, y in zip(got, want, strict=True)) < 1e-5
 
 
+def test_rest_binary_tensor_data_carries_the_same_float32_values(http: httpx.Client) -> None:
+    """OIP's binary extension: raw little-endian float32 after the JSON part, not JSON numbers."""
+    texts = [CAT, KITTEN, STOCKS]
+    body = {**v2_body(texts), "parameters": {"binary_data_output": True}}
+    response = rest_infer(http, body)
+    assert response.status_code == 200, response.text
+    length = int(response.headers["inference-header-content-length"])
+    (output,) = json.loads(response.content[:length])["outputs"]
+    assert "data" not in output
+    raw = response.content[length:]
+    assert output["parameters"]["binary_data_size"] == len(raw) == 3 * DIMENSIONS * 4
+    vectors = rows(list(struct.unpack(f"<{3 * DIMENSIONS}f", raw)), 3)
+    # The JSON answer's numbers are these float32 values, exactly.
+    assert vectors == rest_embed(http, texts)
+
+
 def test_grpc_model_infer_gives_the_same_embeddings(http: httpx.Client, stub: Any) -> None:
     texts = [CAT, KITTEN, STOCKS]
     request = grpc_request(texts)
