@@ -617,11 +617,11 @@ def _rest_embeddings(target: str, content: bytes, length: int, count: int) -> li
     rows, width = _check_embedding(target, found.get("datatype"), found.get("shape"), count)
     data = found.get("data")
     if data is None:
-        flat = _binary_values(target, content, length, outputs, found)
-    elif isinstance(data, list):
-        flat = [v for row in data for v in row] if data and isinstance(data[0], list) else data
-    else:
+        raw = _binary_part(target, content, length, outputs, found)
+        return _float32_rows(target, raw, rows, width)
+    if not isinstance(data, list):
         raise InferenceOutputError(target, f"{EMBEDDING_OUTPUT!r} carries no tensor data")
+    flat = [v for row in data for v in row] if data and isinstance(data[0], list) else data
     if len(flat) != rows * width or not all(isinstance(v, int | float) for v in flat):
         raise InferenceOutputError(
             target, f"{EMBEDDING_OUTPUT!r}: {len(flat)} values for shape [{rows}, {width}]"
@@ -629,40 +629,54 @@ def _rest_embeddings(target: str, content: bytes, length: int, count: int) -> li
     return [[float(v) for v in flat[i * width : (i + 1) * width]] for i in range(rows)]
 
 
-def _binary_values(
+def _binary_size(target: str, output: Mapping[str, Any]) -> int:
+    """The bytes of ``output``'s binary tensor data (its ``binary_data_size``)."""
+    size = (output.get("parameters") or {}).get("binary_data_size")
+    if not isinstance(size, int) or size < 0:
+        raise InferenceOutputError(
+            target, f"output {output.get('name')!r} has neither data nor binary_data_size"
+        )
+    return size
+
+
+def _binary_part(
     target: str,
     content: bytes,
     length: int,
-    outputs: list[dict[str, Any]],
-    found: dict[str, Any],
-) -> list[float]:
-    """The FP32 values of ``found`` from the raw part: outputs' binary data in their order."""
+    outputs: Sequence[Mapping[str, Any]],
+    found: Mapping[str, Any],
+) -> bytes:
+    """``found``'s raw bytes: the outputs' binary data follow the JSON part in the outputs'
+    order (those with JSON ``data`` take no bytes there)."""
     offset = length
     for output in outputs:
-        size = (output.get("parameters") or {}).get("binary_data_size")
-        if output.get("data") is not None:
-            continue
-        if not isinstance(size, int) or size < 0:
-            raise InferenceOutputError(
-                target, f"output {output.get('name')!r} has neither data nor binary_data_size"
-            )
         if output is found:
-            raw = content[offset : offset + size]
-            if len(raw) != size:
-                raise InferenceOutputError(
-                    target,
-                    f"{EMBEDDING_OUTPUT!r}: {len(raw)} bytes of binary data, {size} declared",
-                )
-            if size % 4:
-                raise InferenceOutputError(
-                    target, f"{EMBEDDING_OUTPUT!r}: {size} bytes are no whole number of FP32 values"
-                )
-            values = array.array("f", raw)  # OIP's raw tensors are little-endian
-            if sys.byteorder == "big":
-                values.byteswap()
-            return values.tolist()
-        offset += size
-    raise AssertionError("unreachable: found is one of outputs")  # pragma: no cover
+            break
+        if output.get("data") is None:
+            offset += _binary_size(target, output)
+    size = _binary_size(target, found)
+    raw = content[offset : offset + size]
+    if len(raw) != size:
+        raise InferenceOutputError(
+            target, f"{EMBEDDING_OUTPUT!r}: {len(raw)} bytes of binary data, {size} declared"
+        )
+    return raw
+
+
+def _float32_rows(target: str, raw: bytes, rows: int, width: int) -> list[list[float]]:
+    """Little-endian FP32 ``raw`` (OIP's raw tensors) as ``rows`` rows of ``width``."""
+    if len(raw) != rows * width * 4:
+        raise InferenceOutputError(
+            target,
+            f"{EMBEDDING_OUTPUT!r}: {len(raw)} bytes of binary data for shape [{rows}, {width}] "
+            "(FP32: 4 bytes a value)",
+        )
+    values = array.array("f", raw)
+    if sys.byteorder == "big":
+        values.byteswap()
+    # Python floats already: sliced into rows, not checked or converted value by value.
+    flat = values.tolist()
+    return [flat[i * width : (i + 1) * width] for i in range(rows)]
 
 
 def _error_message(content: bytes) -> str:

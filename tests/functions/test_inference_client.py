@@ -507,7 +507,8 @@ def test_json_tensor_data_is_read_when_the_server_ignores_the_binary_request() -
     ("declared", "sent", "complaint"),
     [
         (24, 20, "'embedding': 20 bytes of binary data, 24 declared"),
-        (22, 22, "'embedding': 22 bytes are no whole number of FP32 values"),
+        (22, 22, "'embedding': 22 bytes of binary data for shape [2, 3] (FP32: 4 bytes a value)"),
+        (20, 20, "'embedding': 20 bytes of binary data for shape [2, 3] (FP32: 4 bytes a value)"),
         (None, 24, "output 'embedding' has neither data nor binary_data_size"),
     ],
 )
