@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 from agentfn.inference._model import OUTPUT, _NumericOutput
+from kserve.errors import InferenceError
 from kserve.protocol.infer_type import InferOutput, InferResponse, RequestedOutput
 
 DIMENSIONS = 384
@@ -76,9 +77,18 @@ def test_the_answer_is_the_one_kserve_would_encode(
     requested: bool,
 ) -> None:
     values = embeddings(count)
-    options = {"protocol": protocol, "binary": binary, "requested": requested}
-    ours = encoded(_NumericOutput, values, parameters=dict(parameters or {}) or None, **options)
-    theirs = encoded(InferOutput, values, parameters=dict(parameters or {}) or None, **options)
+    # Each side its own copy of the parameters: set_data_from_numpy changes them in place.
+    ours, theirs = (
+        encoded(
+            output_type,
+            values,
+            protocol=protocol,
+            binary=binary,
+            parameters=None if parameters is None else dict(parameters),
+            requested=requested,
+        )
+        for output_type in (_NumericOutput, InferOutput)
+    )
     assert ours == theirs
 
 
@@ -93,7 +103,7 @@ def test_json_data_is_the_float32_values_as_python_floats() -> None:
 
 def test_kserves_checks_still_refuse_a_wrong_array() -> None:
     output = _NumericOutput(name=OUTPUT, shape=[2, DIMENSIONS], datatype="FP32")
-    with pytest.raises(Exception, match="datatype"):
+    with pytest.raises(InferenceError, match="datatype"):
         output.set_data_from_numpy(np.zeros((2, DIMENSIONS), "float64"), binary_data=False)
-    with pytest.raises(Exception, match="shape"):
+    with pytest.raises(InferenceError, match="shape"):
         output.set_data_from_numpy(np.zeros((3, DIMENSIONS), "float32"), binary_data=False)
